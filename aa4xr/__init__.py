@@ -1,0 +1,25 @@
+"""aa4xr: the CRCNS AA4 dataset as one lazy, labelled xarray Dataset.
+
+>>> import aa4xr
+>>> ds = aa4xr.open_aa4()          # the built-in synthetic sample
+>>> ds.spike_count.dims
+('stim', 'neuron', 'trial', 'time')
+"""
+
+__version__ = "0.1.0"
+
+from .dataset import open_aa4  # noqa: E402
+from .store import open_spike_times, trial_spike_times  # noqa: E402
+try:  # TEMP until synthetic lands
+    from .synthetic import sample_corpus, write_corpus  # noqa: E402
+except ImportError:  # pragma: no cover
+    pass
+
+__all__ = [
+    "__version__",
+    "open_aa4",
+    "open_spike_times",
+    "trial_spike_times",
+    "sample_corpus",
+    "write_corpus",
+]

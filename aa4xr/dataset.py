@@ -1,0 +1,295 @@
+"""``open_aa4``: the AA4 corpus as one lazy, labelled xarray Dataset."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Iterable
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from dask.base import tokenize
+
+from . import __version__
+from .binning import count_block, time_grid
+from .layout import resolve_root
+from .read import TRIAL_ATTRS
+from .store import check_errors, load_tables, read_spikes, stim_order, store_paths, trial_order
+
+STIM_TYPES = ("song", "call", "mlnoise")
+SORT_TYPES = ("single", "multi", "noise", "tdt")
+STIM_COORDS = ("stim_type", "call_type", "stim_class", "duration")
+NEURON_COORDS = ("animal", "sex", "cell_id", "site", "sort_type", "electrode", "sort_id",
+                 "ldepth", "rdepth", "subsort_id")
+ATTRS = {
+    "spike_count": {"long_name": "spike count in [time, time + dt)", "units": "1"},
+    "n_trials": {"long_name": "trials of this stimulus presented to this neuron", "units": "1"},
+    "bg_rate": {"long_name": "background firing rate (from the files)", "units": "Hz"},
+    "peri_rate": {"long_name": "stimulus-evoked firing rate (from the files)", "units": "Hz"},
+    "pre_time": {"long_name": "recorded span before stimulus onset", "units": "s"},
+    "post_time": {"long_name": "recorded span after stimulus offset", "units": "s"},
+    "zscore": {"long_name": "evoked vs background z-score (from the files)", "units": "1"},
+    "tstat": {"long_name": "evoked vs background t statistic (from the files)", "units": "1"},
+    "pvalue": {"long_name": "evoked vs background p-value (from the files)", "units": "1"},
+    "time": {"long_name": "bin start from stimulus onset", "units": "s"},
+    "duration": {"long_name": "stimulus duration", "units": "s"},
+    "trial": {"long_name": "trial in presentation order"},
+    "stim": {"long_name": "md5 of the stimulus sound"},
+    "neuron": {"long_name": "<animal>/<unit file stem>"},
+    "ldepth": {"long_name": "left electrode array depth", "units": "um"},
+    "rdepth": {"long_name": "right electrode array depth", "units": "um"},
+}
+
+
+@dataclass
+class Rows:
+    """Kept trials of every animal, with their place in the Dataset."""
+
+    path: np.ndarray        # store index (animal) of each row
+    stim: np.ndarray        # position along ``stim``
+    neuron: np.ndarray      # position along ``neuron``
+    trial: np.ndarray       # position along ``trial``
+    start: np.ndarray       # offset into its store's spike_time
+    size: np.ndarray
+    values: dict            # TRIAL_ATTRS and zscore/tstat/pvalue (per row, from its group)
+
+
+def _as_list(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {name} {unknown}; expected any of {list(allowed)}")
+    return values
+
+
+def _check_grid(dt: float, pre: float, post: float) -> None:
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt={dt!r}: expected a positive bin width in seconds")
+    for name, value in (("pre", pre), ("post", post)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}={value!r}: expected seconds >= 0")
+
+
+def _units_table(animal: str, tables: xr.Dataset) -> pd.DataFrame:
+    stem = tables["unit_stem"].values.astype(str)
+    return pd.DataFrame({
+        "neuron": [f"{animal}/{s}" for s in stem],
+        "animal": animal,
+        "sex": animal[-1] if animal[-1] in "FM" else "",
+        "cell_id": stem,
+        "site": tables["unit_site"].values.astype(str),
+        "sort_type": tables["unit_sort_type"].values.astype(str),
+        "electrode": tables["unit_electrode"].values.astype("i8"),
+        "sort_id": tables["unit_sort_id"].values.astype("i8"),
+        **{k: tables[f"unit_{k}"].values.astype("f8") for k in ("ldepth", "rdepth", "subsort_id")},
+    })
+
+
+def _groups_table(tables: xr.Dataset) -> pd.DataFrame:
+    get = lambda k, default: tables[f"group_{k}"].values if f"group_{k}" in tables else default  # noqa: E731
+    n = tables.sizes.get("group", 0)
+    stim_type = get("stim_type", np.array([], str)).astype(str)
+    callid = np.asarray(get("callid", np.full(n, "")), dtype=str)
+    return pd.DataFrame({
+        "md5": get("stim_md5", np.array([], str)).astype(str),
+        "stim_type": stim_type,
+        "call_type": np.where(stim_type == "call", callid, ""),
+        "stim_class": np.asarray(get("stim_class", np.full(n, "")), dtype=str),
+        "duration": get("stim_duration", np.array([], float)).astype("f8"),
+        **{k: np.asarray(get(k, np.full(n, np.nan)), dtype="f8") for k in ("zscore", "tstat", "pvalue")},
+    })
+
+
+def _chunks(sizes: np.ndarray, limit: int) -> tuple[int, ...]:
+    """Split runs (e.g. animals' neurons) into chunks of at most ``limit``."""
+    out = []
+    for size in sizes:
+        full, rest = divmod(int(size), limit)
+        out += [limit] * full + ([rest] if rest else [])
+    return tuple(out) or (0,)
+
+
+def _block(path: str, lo: int, hi: int, *args) -> np.ndarray:
+    """Dask task: read a store slice and bin it (top-level so it pickles)."""
+    spikes = read_spikes(path, lo, hi) if hi > lo else np.empty(0)
+    return count_block(spikes, *args)
+
+
+def _spike_count(rows: Rows, paths: list[str], shape: tuple[int, int, int], time: np.ndarray,
+                 dt: float, post: float, durations: np.ndarray, neuron_runs: np.ndarray,
+                 chunk_bytes: int) -> da.Array:
+    """The lazy ``spike_count`` array: one task per (stim chunk, neuron chunk)."""
+    n_stim, n_neuron, n_trial = shape
+    cell_bytes = max(1, n_trial * time.size * 4)
+    neuron_chunks = _chunks(neuron_runs, max(1, min(n_neuron or 1, chunk_bytes // cell_bytes)))
+    stim_step = max(1, chunk_bytes // (cell_bytes * max(neuron_chunks)))
+    stim_chunks = _chunks(np.array([n_stim]), stim_step)
+    s_bounds, n_bounds = np.cumsum((0,) + stim_chunks), np.cumsum((0,) + neuron_chunks)
+    s_block = np.searchsorted(s_bounds, rows.stim, side="right") - 1
+    n_block = np.searchsorted(n_bounds, rows.neuron, side="right") - 1
+    order = np.lexsort((np.arange(rows.stim.size), n_block, s_block))
+    key = s_block[order] * len(neuron_chunks) + n_block[order]
+    cuts = np.flatnonzero(np.diff(key)) + 1
+    by_block = dict(zip(key[np.r_[0, cuts]] if key.size else [], np.split(order, cuts)))
+    name = "spike_count-" + tokenize(paths, shape, time, dt, post, rows.stim, rows.neuron, chunk_bytes)
+    dsk = {}
+    for i, (s0, s1) in enumerate(zip(s_bounds[:-1], s_bounds[1:])):
+        for j, (n0, n1) in enumerate(zip(n_bounds[:-1], n_bounds[1:])):
+            idx = by_block.get(i * len(neuron_chunks) + j, np.empty(0, int))
+            bshape = (int(s1 - s0), int(n1 - n0), n_trial)
+            cell = ((rows.stim[idx] - s0) * bshape[1] + rows.neuron[idx] - n0) * n_trial + rows.trial[idx]
+            path = paths[rows.path[idx[0]]] if idx.size else ""
+            start, size = rows.start[idx], rows.size[idx]
+            lo = int(start.min()) if idx.size else 0
+            hi = int((start + size).max()) if idx.size else 0
+            dsk[(name, i, j, 0, 0)] = (
+                _block, path, lo, hi, start - lo, size, cell, durations[rows.stim[idx]],
+                rows.values["pre_time"][idx], rows.values["post_time"][idx], bshape, time, dt,
+                durations[s0:s1], post,
+            )
+    return da.Array(dsk, name, chunks=(stim_chunks, neuron_chunks, (n_trial,), (time.size,)),
+                    dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32))
+
+
+def _collect(paths: dict, sort_types, stim_types) -> tuple[pd.DataFrame, pd.DataFrame, Rows]:
+    """Read the stores' tables; keep chosen units and stimulus types; place rows."""
+    units, groups, raw = [], [], []
+    for a, (animal, path) in enumerate(paths.items()):
+        tables = load_tables(path)
+        u, g = _units_table(animal, tables), _groups_table(tables)
+        unit_kept = u["sort_type"].isin(sort_types).to_numpy() if sort_types else np.ones(len(u), bool)
+        group_kept = g["stim_type"].isin(stim_types).to_numpy() if stim_types else np.ones(len(g), bool)
+        group_kept &= unit_kept[tables["group_unit"].values.astype(int)] if len(g) else group_kept
+        row_g, row_u = tables["row_group"].values, tables["row_unit"].values
+        keep = group_kept[row_g] & unit_kept[row_u]
+        offset = sum(len(x) for x in units)
+        starts = np.concatenate([[0], np.cumsum(tables["row_size"].values)[:-1]]).astype("i8")
+        raw.append({
+            "path": np.full(keep.sum(), a), "unit": row_u[keep] + offset, "md5": g["md5"].values[row_g[keep]],
+            "trial": trial_order(tables)[keep], "start": starts[keep], "size": tables["row_size"].values[keep],
+            **{k: tables[f"row_{k}"].values[keep] for k in TRIAL_ATTRS},
+            **{k: g[k].values[row_g[keep]] for k in ("zscore", "tstat", "pvalue")},
+        })
+        units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
+        groups.append(g[group_kept])
+    units_df = pd.concat(units, ignore_index=True)
+    stims = stim_order(pd.concat(groups, ignore_index=True).drop_duplicates("md5")).reset_index(drop=True)
+    cat = {k: np.concatenate([r[k] for r in raw]) for k in raw[0]}
+    stim_pos = pd.Index(stims["md5"]).get_indexer(cat["md5"])
+    neuron_pos = pd.Index(units_df["_old"]).get_indexer(cat["unit"])
+    rows = Rows(path=cat["path"], stim=stim_pos, neuron=neuron_pos, trial=cat["trial"].astype("i8"),
+                start=cat["start"], size=cat["size"].astype("i8"),
+                values={k: cat[k] for k in (*TRIAL_ATTRS, "zscore", "tstat", "pvalue")})
+    return stims, units_df.drop(columns="_old"), rows
+
+
+def _dense(rows: Rows, shape: tuple, key: str, first_trial: bool = False) -> np.ndarray:
+    out = np.full(shape if not first_trial else shape[:2], np.nan, np.float32)
+    if first_trial:
+        pick = rows.trial == 0
+        out[rows.stim[pick], rows.neuron[pick]] = rows.values[key][pick]
+    else:
+        out[rows.stim, rows.neuron, rows.trial] = rows.values[key]
+    return out
+
+
+def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
+             stim_types: Iterable[str] | str | None = None,
+             sort_types: Iterable[str] | str | None = ("single", "multi"),
+             dt: float = 0.005, pre: float = 0.0, post: float = 0.0, errors: str = "raise",
+             chunk_mb: float = 32.0, processes: int | None = None, executor: Executor | None = None,
+             progress: bool | None = None) -> xr.Dataset:
+    """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.
+
+    The first open of a root reads its HDF5 files once into the spike-time
+    store (see :func:`aa4xr.open_spike_times`); later opens, at any ``dt`` or
+    window, read only the store. ``spike_count`` is a dask array computed
+    chunk by chunk from exact spike times; nothing of the dense size is held.
+
+    Parameters
+    ----------
+    root : path, optional
+        The folder holding ``<animal>/`` folders; the built-in sample when None.
+    animals : str or list of str, optional
+        Animals to open (default: all found).
+    stim_types : str or list of str, optional
+        Any of ``"song"``, ``"call"``, ``"mlnoise"`` (default: all).
+    sort_types : str or list of str or None
+        Units to keep by sort type (``"singl"`` counts as ``"single"``);
+        None keeps every unit.
+    dt : float
+        Bin width in seconds.
+    pre, post : float
+        Seconds kept before each stimulus's onset and after its end.
+    errors : {"raise", "warn"}
+        An unreadable unit file raises an error naming it, or with ``"warn"``
+        is skipped with a warning naming it.
+    chunk_mb : float
+        Target size of one ``spike_count`` chunk.
+    processes, executor, progress
+        Ingest: worker processes, or any ``concurrent.futures.Executor``
+        (e.g. ``distributed.Client(...).get_executor()``); a progress bar.
+
+    Returns
+    -------
+    xarray.Dataset
+        The data model of aa4xr's DESIGN.md: ``spike_count``, ``n_trials``,
+        per-trial ``bg_rate``, ``peri_rate``, ``pre_time``, ``post_time``
+        and per-pair ``zscore``, ``tstat``, ``pvalue``; NaN where there is
+        no data.
+
+    Examples
+    --------
+    >>> ds = open_aa4(dt=0.01, pre=0.1)
+    >>> songs = ds.sel(stim_type="song")  # doctest: +SKIP
+    >>> psth = ds.spike_count.mean("trial")
+    """
+    check_errors(errors)
+    _check_grid(dt, pre, post)
+    sort_types = _as_list(sort_types, "sort_types", SORT_TYPES)
+    stim_types = _as_list(stim_types, "stim_types", STIM_TYPES)
+    root = resolve_root(root)
+    paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor,
+                        progress=progress)
+    stims, units, rows = _collect(paths, sort_types, stim_types)
+    n_trials = np.zeros((len(stims), len(units)), "i8")
+    np.add.at(n_trials, (rows.stim, rows.neuron), 1)
+    shape = (len(stims), len(units), int(n_trials.max(initial=0)))
+    durations = stims["duration"].to_numpy("f8")
+    time = time_grid(durations, dt, pre, post)
+    runs = units.groupby("animal", sort=False).size().to_numpy()
+    spike_count = _spike_count(rows, [str(p) for p in paths.values()], shape, time, dt, post, durations,
+                               runs, int(chunk_mb * 2**20))
+    sn, snt = ("stim", "neuron"), ("stim", "neuron", "trial")
+    ds = xr.Dataset(
+        {
+            "spike_count": (snt + ("time",), spike_count),
+            "n_trials": (sn, n_trials),
+            **{k: (snt, _dense(rows, shape, k)) for k in TRIAL_ATTRS},
+            **{k: (sn, _dense(rows, shape, k, first_trial=True)) for k in ("zscore", "tstat", "pvalue")},
+        },
+        coords={
+            "stim": stims["md5"].to_numpy(object),
+            **{k: ("stim", stims[k].to_numpy(object if k != "duration" else "f8")) for k in STIM_COORDS},
+            "neuron": units["neuron"].to_numpy(object),
+            **{k: ("neuron", units[k].to_numpy() if units[k].dtype.kind in "if" else units[k].to_numpy(object))
+               for k in NEURON_COORDS},
+            "trial": np.arange(shape[2]),
+            "time": time,
+        },
+        attrs={
+            "title": "CRCNS AA4 zebra-finch auditory responses (aa4xr)",
+            "source": "doi:10.6080/K00C4T06",
+            "root": str(root), "dt": float(dt), "pre": float(pre), "post": float(post),
+            "animals": ",".join(paths), "sort_types": ",".join(sort_types or SORT_TYPES),
+            "stim_types": ",".join(stim_types or STIM_TYPES), "aa4xr_version": __version__,
+        },
+    )
+    for name, attrs in ATTRS.items():
+        ds[name].attrs.update(attrs)
+    ds["zscore"].attrs["note"] = "first protocol group (by name) of the pair"
+    return ds

@@ -1,0 +1,337 @@
+"""The ragged spike-time store: every spike time of an animal, read once.
+
+One netCDF file per animal holds its exact spike times as a CF "contiguous
+ragged array": a flat ``spike_time (spike)`` and one row per (stimulus group,
+unit, trial) with its ``row_size``, plus the unit and stimulus-group tables
+with every attribute the HDF5 files hold. The file name carries a fingerprint
+of the animal's unit files (names, sizes, mtimes) and of :data:`FORMAT_VERSION`,
+so a store is reused while the files are unchanged and rebuilt otherwise.
+
+Rows are ordered by stimulus (see :func:`stim_order`), then unit, then
+protocol name and numeric trial name: a pair's trials are contiguous and in
+presentation order, and a run of stimuli is a contiguous run of rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from tqdm.auto import tqdm
+
+from .layout import find_animals, find_unit_files, resolve_root, select_animals
+from .read import TRIAL_ATTRS, Unit, UnitFileError, read_unit
+
+#: Bump when the store's content or layout changes; old stores are then ignored.
+FORMAT_VERSION = 1
+ERRORS = ("raise", "warn")
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$AA4XR_CACHE_DIR`` or the platform's user cache dir."""
+    import pooch
+
+    return Path(os.environ.get("AA4XR_CACHE_DIR") or pooch.os_cache("aa4xr"))
+
+
+def fingerprint(files: pd.DataFrame) -> str:
+    """Hash of unit file names, sizes and mtimes and of the store format.
+
+    Examples
+    --------
+    >>> files = pd.DataFrame({"animal": ["A"], "stem": ["u"], "size": [1], "mtime_ns": [2]})
+    >>> len(fingerprint(files))
+    16
+    """
+    keys = files[["animal", "stem", "size", "mtime_ns"]].astype(str).values.tolist()
+    payload = json.dumps([FORMAT_VERSION, keys]).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def stim_order(stims: pd.DataFrame) -> pd.DataFrame:
+    """Sort a table with ``stim_type``, ``call_type`` and ``md5`` columns the aa4xr way."""
+    return stims.sort_values(["stim_type", "call_type", "md5"], kind="stable")
+
+
+def _read_or_error(path: str) -> Unit | str:
+    """Worker: a unit, or the error message naming the file."""
+    try:
+        return read_unit(path)
+    except UnitFileError as exc:
+        return str(exc)
+
+
+def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, xr.Variable]:
+    """Columns -> netCDF-legal variables: numbers as float64/int, the rest as str."""
+    out = {}
+    for col in table.columns:
+        values = table[col]
+        if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
+            data = values.to_numpy()
+        else:
+            numeric = pd.to_numeric(values, errors="coerce")
+            is_num = values.map(lambda v: v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+            if is_num.all():
+                data = numeric.to_numpy(dtype="f8")
+            else:
+                data = values.map(lambda v: "" if v is None else str(v)).to_numpy(dtype=object)
+        out[f"{prefix}{col}"] = xr.Variable(dim, data)
+    return out
+
+
+def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tuple[str, str]]) -> xr.Dataset:
+    """Tables of all units of one animal -> the store Dataset (rows sorted)."""
+    unit_rows, group_tables, trial_tables, spikes = [], [], [], []
+    n_groups = 0
+    for index, (stem, unit) in enumerate(zip(stems, units)):
+        unit_rows.append({"animal": animal, "stem": stem, **unit.attrs})
+        groups = unit.groups.assign(unit=index)
+        trials = unit.trials.assign(unit=index, group=unit.trials["group"] + n_groups)
+        n_groups += len(groups)
+        group_tables.append(groups)
+        trial_tables.append(trials)
+        spikes.append(unit.spike_times)
+    groups = pd.concat(group_tables, ignore_index=True) if group_tables else pd.DataFrame(
+        columns=["protocol", "number", "stim_md5", "stim_type", "stim_duration", "unit"])
+    trials = pd.concat(trial_tables, ignore_index=True) if trial_tables else pd.DataFrame(
+        {c: pd.Series(dtype="f8") for c in ("group", "trial_name", "count", "unit", *TRIAL_ATTRS)})
+    spike_time = np.concatenate(spikes) if spikes else np.empty(0)
+
+    stims = groups.assign(md5=groups["stim_md5"], stim_type=groups["stim_type"].astype(str),
+                          call_type=groups.get("callid", pd.Series("", index=groups.index)).fillna("").astype(str))
+    stims.loc[stims["stim_type"] != "call", "call_type"] = ""
+    rank = {md5: i for i, md5 in enumerate(stim_order(stims.drop_duplicates("md5"))["md5"])}
+    stim_rank = groups["stim_md5"].map(rank).to_numpy()
+    order = np.lexsort((np.arange(len(trials)), trials["unit"].to_numpy(), stim_rank[trials["group"].to_numpy().astype(int)])) \
+        if len(trials) else np.arange(0)
+    starts = np.concatenate([[0], np.cumsum(trials["count"].to_numpy())]).astype("i8")
+    counts = trials["count"].to_numpy().astype("i8")
+    sorted_counts = counts[order]
+    spike_index = np.repeat(starts[order] - np.concatenate([[0], np.cumsum(sorted_counts)[:-1]]), sorted_counts) \
+        + np.arange(sorted_counts.sum())
+    trials = trials.iloc[order].reset_index(drop=True)
+
+    ds = xr.Dataset(
+        {
+            "spike_time": xr.Variable("spike", spike_time[spike_index],
+                                      {"units": "s", "long_name": "spike time from stimulus onset"}),
+            "row_size": xr.Variable("row", trials["count"].to_numpy("i4"),
+                                    {"sample_dimension": "spike", "long_name": "spikes in this trial"}),
+            "row_unit": xr.Variable("row", trials["unit"].to_numpy("i4"), {"long_name": "index into unit_*"}),
+            "row_group": xr.Variable("row", trials["group"].to_numpy("i4"), {"long_name": "index into group_*"}),
+            "row_trial_name": xr.Variable("row", trials["trial_name"].to_numpy("i4"),
+                                          {"long_name": "trial group name (numeric)"}),
+            **{f"row_{k}": xr.Variable("row", trials[k].to_numpy("f8"),
+                                       {"units": "Hz" if k.endswith("rate") else "s"}) for k in TRIAL_ATTRS},
+            **_table_to_vars(pd.DataFrame(unit_rows), "unit_", "unit"),
+            **_table_to_vars(groups, "group_", "group"),
+            "skipped_file": xr.Variable("skipped", np.array([s for s, _ in skipped], dtype=object)),
+            "skipped_reason": xr.Variable("skipped", np.array([r for _, r in skipped], dtype=object)),
+        },
+        attrs={"Conventions": "CF-1.8", "featureType": "aa4 ragged spike times", "animal": animal,
+               "aa4xr_format_version": FORMAT_VERSION},
+    )
+    return ds
+
+
+def _write_atomic(ds: xr.Dataset, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_all(paths: list[str], processes: int | None, executor: Executor | None, progress: bool, desc: str):
+    if executor is not None:
+        return list(tqdm(executor.map(_read_or_error, paths), total=len(paths), desc=desc, disable=not progress))
+    workers = min(processes or os.cpu_count() or 1, len(paths))
+    if workers <= 1:
+        return [_read_or_error(p) for p in tqdm(paths, desc=desc, disable=not progress)]
+    with ProcessPoolExecutor(workers) as pool:
+        chunk = max(1, len(paths) // (8 * workers))
+        return list(tqdm(pool.map(_read_or_error, paths, chunksize=chunk), total=len(paths),
+                         desc=desc, disable=not progress))
+
+
+def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: int | None = None,
+                  executor: Executor | None = None, progress: bool = False) -> Path:
+    """Build (once) the store of one animal and return its path.
+
+    Unit files are read in worker processes (``processes``, default all
+    cores) or on any ``concurrent.futures.Executor`` (e.g. a
+    ``dask.distributed`` client's ``get_executor()``). A file that cannot be
+    read raises :class:`~aa4xr.read.UnitFileError` naming it, or with
+    ``errors="warn"`` is skipped with a warning and recorded in the store's
+    ``skipped_file``/``skipped_reason``.
+    """
+    files = find_unit_files(root, animal)
+    path = cache_dir() / "stores" / f"{animal}-{fingerprint(files)}.nc"
+    if path.exists():
+        return path
+    results = _read_all(files["path"].tolist(), processes, executor, progress, f"reading {animal}")
+    stems, units, skipped = [], [], []
+    for stem, file, result in zip(files["stem"], files["path"], results):
+        if isinstance(result, Unit):
+            stems.append(stem)
+            units.append(result)
+        elif errors == "raise":
+            raise UnitFileError(f"{result} (open with errors='warn' to skip unreadable files)")
+        else:
+            warnings.warn(f"skipping unreadable unit file: {result}", stacklevel=3)
+            skipped.append((file, result))
+    _write_atomic(_assemble(animal, stems, units, skipped), path)
+    return path
+
+
+def check_errors(errors: str) -> None:
+    """Validate the ``errors=`` argument."""
+    if errors not in ERRORS:
+        raise ValueError(f"errors={errors!r}; expected one of {ERRORS}")
+
+
+def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str = "raise",
+                processes: int | None = None, executor: Executor | None = None,
+                progress: bool | None = None) -> dict[str, Path]:
+    """Ingest (when needed) and return ``{animal: store path}`` for a root.
+
+    A store built earlier with ``errors="warn"`` that skipped files raises
+    (naming them) when opened with ``errors="raise"``, and warns again with
+    ``errors="warn"``: skipped files never go unnoticed.
+    """
+    check_errors(errors)
+    root = resolve_root(root)
+    chosen = select_animals(find_animals(root), animals)
+    paths = {}
+    for animal in chosen:
+        path = ingest_animal(root, animal, errors=errors, processes=processes, executor=executor,
+                             progress=bool(progress) if progress is not None else False)
+        skipped = read_skipped(path)
+        if skipped:
+            listing = "; ".join(f"{f}: {r}" for f, r in skipped)
+            if errors == "raise":
+                raise UnitFileError(f"unreadable unit file(s) in {animal}: {listing} "
+                                    "(open with errors='warn' to skip them)")
+            warnings.warn(f"skipped unreadable unit file(s) in {animal}: {listing}", stacklevel=2)
+        paths[animal] = path
+    return paths
+
+
+def read_skipped(path: Path) -> list[tuple[str, str]]:
+    """The (file, reason) pairs a store recorded as skipped."""
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return list(zip(ds["skipped_file"].values.tolist(), ds["skipped_reason"].values.tolist()))
+
+
+def load_tables(path: Path) -> xr.Dataset:
+    """Everything of a store but ``spike_time``, loaded in memory."""
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        return ds.drop_vars("spike_time").load()
+
+
+def read_spikes(path: str, start: int, stop: int) -> np.ndarray:
+    """``spike_time[start:stop]`` of a store, read directly (cheap, picklable call)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f["spike_time"][start:stop]
+
+
+def open_spike_times(root=None, *, animals=None, errors: str = "raise", processes: int | None = None,
+                     executor: Executor | None = None, progress: bool | None = None) -> xr.Dataset:
+    """The exact spike times of a root, as one CF ragged-array Dataset.
+
+    Dims ``spike`` (``spike_time``, lazy) and ``row`` (one per trial, with
+    ``row_size``, ``neuron``, ``stim`` (md5), ``protocol``, ``trial_name``,
+    ``trial`` (presentation order within the pair) and the per-trial rates and
+    spans). ``row_start`` is each row's offset into ``spike``.
+
+    Examples
+    --------
+    >>> st = open_spike_times()  # the built-in sample
+    >>> int(st.row_size.sum()) == st.sizes["spike"]
+    True
+    """
+    paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor, progress=progress)
+    parts = []
+    for animal, path in paths.items():
+        tables = load_tables(path)
+        neuron = np.array([f"{animal}/{s}" for s in tables["unit_stem"].values], dtype=object)
+        g = tables["row_group"].values
+        parts.append(xr.Dataset(
+            {
+                "row_size": tables["row_size"],
+                **{k: tables[f"row_{k}"] for k in TRIAL_ATTRS},
+            },
+            coords={
+                "neuron": ("row", neuron[tables["row_unit"].values]),
+                "stim": ("row", tables["group_stim_md5"].values[g].astype(object)),
+                "protocol": ("row", tables["group_protocol"].values[g].astype(object)),
+                "trial_name": ("row", tables["row_trial_name"].values),
+                "trial": ("row", trial_order(tables)),
+            },
+        ))
+    rows = xr.concat(parts, dim="row") if parts else xr.Dataset()
+    import dask.array as da
+
+    spikes = [xr.open_dataset(p, engine="netcdf4", chunks={"spike": 2**22})["spike_time"].data
+              for p in paths.values()]
+    spike_time = da.concatenate(spikes) if spikes else da.zeros(0)
+    rows["spike_time"] = xr.Variable("spike", spike_time, {"units": "s", "long_name": "spike time from stimulus onset"})
+    rows["row_size"].attrs = {"sample_dimension": "spike", "long_name": "spikes in this trial"}
+    rows["row_start"] = ("row", np.concatenate([[0], np.cumsum(rows["row_size"].values)[:-1]]).astype("i8"))
+    rows.attrs = {"Conventions": "CF-1.8", "animals": list(paths)}
+    return rows
+
+
+def trial_order(tables: xr.Dataset) -> np.ndarray:
+    """0-based presentation order of each row within its (stimulus, unit) pair.
+
+    Rows are stored pair by pair in presentation order, so this is the
+    position within each run of equal (md5, unit).
+    """
+    md5 = tables["group_stim_md5"].values[tables["row_group"].values]
+    unit = tables["row_unit"].values
+    if md5.size == 0:
+        return np.zeros(0, "i4")
+    new_pair = np.ones(md5.size, bool)
+    new_pair[1:] = (md5[1:] != md5[:-1]) | (unit[1:] != unit[:-1])
+    starts = np.flatnonzero(new_pair)
+    return (np.arange(md5.size) - np.repeat(starts, np.diff(np.append(starts, md5.size)))).astype("i4")
+
+
+def trial_spike_times(spikes: xr.Dataset, stim: str, neuron: str) -> list[np.ndarray]:
+    """Spike times of each trial of one (stimulus, neuron) pair, in presentation order.
+
+    Parameters
+    ----------
+    spikes : xarray.Dataset
+        From :func:`open_spike_times`.
+    stim, neuron : str
+        An md5 and a ``"<animal>/<stem>"`` label.
+
+    Examples
+    --------
+    >>> st = open_spike_times()
+    >>> trains = trial_spike_times(st, str(st.stim[0].values), str(st.neuron[0].values))
+    """
+    rows = np.flatnonzero((spikes["stim"].values == stim) & (spikes["neuron"].values == neuron))
+    rows = rows[np.argsort(spikes["trial"].values[rows], kind="stable")]
+    starts, sizes = spikes["row_start"].values[rows], spikes["row_size"].values[rows]
+    if rows.size == 0:
+        return []
+    block = spikes["spike_time"][starts.min(): (starts + sizes).max()].values
+    return [block[s - starts.min(): s - starts.min() + n] for s, n in zip(starts, sizes)]
