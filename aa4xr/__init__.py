@@ -9,6 +9,7 @@
 __version__ = "0.1.0"
 
 from .dataset import open_aa4  # noqa: E402
+from .fetch import CRCNSDownloader, FetchError, fetch_aa4  # noqa: E402
 from .store import open_spike_times, trial_spike_times  # noqa: E402
 try:  # TEMP until synthetic lands
     from .synthetic import sample_corpus, write_corpus  # noqa: E402
@@ -21,5 +22,8 @@ __all__ = [
     "open_spike_times",
     "trial_spike_times",
     "sample_corpus",
+    "fetch_aa4",
+    "CRCNSDownloader",
+    "FetchError",
     "write_corpus",
 ]

@@ -22,6 +22,18 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from .fetch import FetchError, fetch_aa4
+
+    try:
+        root = fetch_aa4(args.animals, args.path, progressbar=sys.stderr.isatty())
+    except FetchError as exc:
+        print(f"aa4xr fetch: error: {exc}", file=sys.stderr)
+        return 2
+    print(root)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line parser (one sub-command per verb)."""
     p = argparse.ArgumentParser(prog="aa4xr", description="The CRCNS AA4 dataset as xarray.")
@@ -34,6 +46,12 @@ def parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="write the built-in sample corpus and print its path")
     sample.add_argument("path", nargs="?", default=None, help="where to write it (default: the cache)")
     sample.set_defaults(func=_sample)
+    fetch = sub.add_parser("fetch", help="download and unpack AA4 from CRCNS (free crcns.org account; "
+                           "credentials from $CRCNS_USERNAME / $CRCNS_PASSWORD)")
+    fetch.add_argument("--animals", nargs="+", default=None, metavar="ANIMAL", help="default: all six")
+    fetch.add_argument("--path", default=None,
+                       help="where to unpack (default: $AA4XR_DATA_DIR or the user data dir)")
+    fetch.set_defaults(func=_fetch)
     return p
 
 

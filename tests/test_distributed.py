@@ -1,0 +1,28 @@
+"""The same code on a dask.distributed cluster: ingest fans out, binning runs on workers."""
+
+import numpy as np
+import pytest
+
+import aa4xr
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def test_cluster_results_equal_local(corpus, client, fresh_cache):
+    ds = aa4xr.open_aa4(corpus.root, sort_types=None, dt=0.005, pre=0.1, executor=client.get_executor())
+    assert list(fresh_cache.glob("stores/*.nc")), "ingest on the cluster wrote the stores"
+    remote = client.compute(ds.spike_count.sum("trial")).result()
+    workers = client.run(lambda: 1)
+    assert len(workers) == 2
+    local = aa4xr.open_aa4(corpus.root, sort_types=None, dt=0.005, pre=0.1)
+    expected = local.spike_count.sum("trial").compute(scheduler="sync")
+    np.testing.assert_array_equal(remote.values, expected.values)
+    assert float(client.compute(ds.spike_count.mean(["trial", "time"])).result().sum()) == pytest.approx(
+        float(local.spike_count.mean(["trial", "time"]).sum().compute(scheduler="sync")))
