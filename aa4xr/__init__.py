@@ -11,10 +11,7 @@ __version__ = "0.1.0"
 from .dataset import open_aa4  # noqa: E402
 from .fetch import CRCNSDownloader, FetchError, fetch_aa4  # noqa: E402
 from .store import open_spike_times, trial_spike_times  # noqa: E402
-try:  # TEMP until synthetic lands
-    from .synthetic import sample_corpus, write_corpus  # noqa: E402
-except ImportError:  # pragma: no cover
-    pass
+from .synthetic import sample_corpus, write_corpus  # noqa: E402
 
 __all__ = [
     "__version__",

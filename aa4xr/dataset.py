@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import dask.array as da
@@ -16,7 +17,8 @@ from . import __version__
 from .binning import count_block, time_grid
 from .layout import resolve_root
 from .read import TRIAL_ATTRS
-from .store import check_errors, load_tables, read_spikes, stim_order, store_paths, trial_order
+from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
+from .store import cache_dir, check_errors, load_tables, read_spikes, stim_order, store_paths, trial_order
 
 STIM_TYPES = ("song", "call", "mlnoise")
 SORT_TYPES = ("single", "multi", "noise", "tdt")
@@ -155,18 +157,21 @@ def _spike_count(rows: Rows, paths: list[str], shape: tuple[int, int, int], time
                     dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32))
 
 
-def _collect(paths: dict, sort_types, stim_types) -> tuple[pd.DataFrame, pd.DataFrame, Rows]:
-    """Read the stores' tables; keep chosen units and stimulus types; place rows."""
-    units, groups, raw = [], [], []
+def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFrame, pd.DataFrame, Rows, pd.DataFrame]:
+    """Read the stores' tables; keep chosen units and stimulus types; place rows.
+
+    Also returns where each stimulus's sound may be: one row per (animal,
+    number) of every stimulus group of the opened animals.
+    """
+    units, groups, raw, sources, offset = [], [], [], [], 0
     for a, (animal, path) in enumerate(paths.items()):
         tables = load_tables(path)
         u, g = _units_table(animal, tables), _groups_table(tables)
         unit_kept = u["sort_type"].isin(sort_types).to_numpy() if sort_types else np.ones(len(u), bool)
         group_kept = g["stim_type"].isin(stim_types).to_numpy() if stim_types else np.ones(len(g), bool)
-        group_kept &= unit_kept[tables["group_unit"].values.astype(int)] if len(g) else group_kept
+        group_kept = group_kept & unit_kept[tables["group_unit"].values.astype(int)]
         row_g, row_u = tables["row_group"].values, tables["row_unit"].values
         keep = group_kept[row_g] & unit_kept[row_u]
-        offset = sum(len(x) for x in units)
         starts = np.concatenate([[0], np.cumsum(tables["row_size"].values)[:-1]]).astype("i8")
         raw.append({
             "path": np.full(keep.sum(), a), "unit": row_u[keep] + offset, "md5": g["md5"].values[row_g[keep]],
@@ -174,7 +179,10 @@ def _collect(paths: dict, sort_types, stim_types) -> tuple[pd.DataFrame, pd.Data
             **{k: tables[f"row_{k}"].values[keep] for k in TRIAL_ATTRS},
             **{k: g[k].values[row_g[keep]] for k in ("zscore", "tstat", "pvalue")},
         })
+        sources.append(pd.DataFrame({"md5": g["md5"], "animal": animal, "number": tables["group_number"].values.astype(int)})
+                       .drop_duplicates().assign(path=lambda d: [str(root / animal / "wavfiles" / f"stim{n}.wav") for n in d["number"]]))
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
+        offset += len(u)
         groups.append(g[group_kept])
     units_df = pd.concat(units, ignore_index=True)
     stims = stim_order(pd.concat(groups, ignore_index=True).drop_duplicates("md5")).reset_index(drop=True)
@@ -184,7 +192,7 @@ def _collect(paths: dict, sort_types, stim_types) -> tuple[pd.DataFrame, pd.Data
     rows = Rows(path=cat["path"], stim=stim_pos, neuron=neuron_pos, trial=cat["trial"].astype("i8"),
                 start=cat["start"], size=cat["size"].astype("i8"),
                 values={k: cat[k] for k in (*TRIAL_ATTRS, "zscore", "tstat", "pvalue")})
-    return stims, units_df.drop(columns="_old"), rows
+    return stims, units_df.drop(columns="_old"), rows, pd.concat(sources, ignore_index=True)
 
 
 def _dense(rows: Rows, shape: tuple, key: str, first_trial: bool = False) -> np.ndarray:
@@ -216,7 +224,9 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              stim_types: Iterable[str] | str | None = None,
              sort_types: Iterable[str] | str | None = ("single", "multi"),
              dt: float = 0.005, pre: float = 0.0, post: float = 0.0, errors: str = "raise",
-             chunk_mb: float = 32.0, processes: int | None = None, executor: Executor | None = None,
+             spectrogram: bool = True, waveform: bool = False, audio_fs: float = 24000.0,
+             window_ms: float = 10.0, n_mels: int = 32, fmin: float = 0.0, fmax: float | None = None,
+             compression: str = "cubic", chunk_mb: float = 32.0, processes: int | None = None, executor: Executor | None = None,
              progress: bool | None = None) -> xr.Dataset:
     """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.
 
@@ -243,6 +253,13 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     errors : {"raise", "warn"}
         An unreadable unit file raises an error naming it, or with ``"warn"``
         is skipped with a warning naming it.
+    spectrogram : bool
+        Add ``spectrogram (stim, frequency, time)``: a mel spectrogram of each
+        stimulus's sound on the response bins (see
+        :func:`aa4xr.stimuli.stimulus_spectrograms`; ``window_ms``,
+        ``n_mels``, ``fmin``, ``fmax`` and ``compression`` pass through).
+    waveform : bool
+        Add ``waveform (stim, sample)`` resampled to ``audio_fs`` Hz.
     chunk_mb : float
         Target size of one ``spike_count`` chunk.
     processes, executor, progress
@@ -270,7 +287,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     root = resolve_root(root)
     paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor,
                         progress=progress)
-    stims, units, rows = _collect(paths, sort_types, stim_types)
+    stims, units, rows, sources = _collect(root, paths, sort_types, stim_types)
     n_trials = np.zeros((len(stims), len(units)), "i8")
     np.add.at(n_trials, (rows.stim, rows.neuron), 1)
     shape = (len(stims), len(units), int(n_trials.max(initial=0)))
@@ -307,5 +324,13 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     for name, attrs in ATTRS.items():
         ds[name].attrs.update(attrs)
     ds["spike_count"].encoding = export_encoding(ds["spike_count"])
+    if spectrogram or waveform:
+        sounds = locate_sounds(sources, stims.set_index("md5")["duration"])
+        if spectrogram:
+            ds = ds.merge(stimulus_spectrograms(sounds, time, dt, post, window_ms=window_ms, n_mels=n_mels,
+                                                fmin=fmin, fmax=fmax, compression=compression,
+                                                cache_dir=cache_dir() / "spectrograms"))
+        if waveform:
+            ds = ds.merge(stimulus_waveforms(sounds, audio_fs=audio_fs))
     ds["zscore"].attrs["note"] = "first protocol group (by name) of the pair"
     return ds

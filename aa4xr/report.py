@@ -53,7 +53,7 @@ def summarize(root=None, *, sort_types=("single", "multi"), processes: int | Non
         },
         "trials": {
             "total": int(per_pair.sum()),
-            "per_pair_min": int(per_pair.min(initial=0)),
+            "per_pair_min": int(per_pair.min()) if per_pair.size else 0,
             "per_pair_max": int(per_pair.max(initial=0)),
             "per_pair_median": float(np.median(per_pair)) if per_pair.size else float("nan"),
         },
@@ -61,6 +61,10 @@ def summarize(root=None, *, sort_types=("single", "multi"), processes: int | Non
             "units_by_sort_type": {k: v for k, v in by_sort.items() if sort_types and k not in sort_types},
             "unreadable_files": skipped,
             "stimuli_only_heard_by_left_out_units": int((~heard.any(axis=1)).sum()),
+            "wav_missing": [str(m) for m in everything.stim.values[everything["wav_status"].values == "missing"]],
+            "wav_md5_mismatch": [f"{m}: {p}" for m, p in zip(
+                everything.stim.values[everything["wav_status"].values == "md5_mismatch"],
+                everything["wav_path"].values[everything["wav_status"].values == "md5_mismatch"])],
         },
     }
 
