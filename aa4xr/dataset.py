@@ -325,7 +325,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
         ds[name].attrs.update(attrs)
     ds["spike_count"].encoding = export_encoding(ds["spike_count"])
     if spectrogram or waveform:
-        sounds = locate_sounds(sources, stims.set_index("md5")["duration"])
+        sounds = locate_sounds(sources, stims.set_index("md5")["duration"], cache_dir=cache_dir() / "md5")
         if spectrogram:
             ds = ds.merge(stimulus_spectrograms(sounds, time, dt, post, window_ms=window_ms, n_mels=n_mels,
                                                 fmin=fmin, fmax=fmax, compression=compression,

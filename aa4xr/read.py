@@ -57,19 +57,41 @@ class Unit:
     spike_times: np.ndarray
 
 
-def _numeric_children(group: h5py.Group) -> list[tuple[int, str]]:
+def _numeric_children(gid: h5py.h5g.GroupID) -> list[tuple[int, bytes]]:
     """Members of a group whose names are integers, in numeric order."""
-    return sorted((int(name), name) for name in group.keys() if name.isdigit())
+    return sorted((int(name), name) for name in gid if name.isdigit())
+
+
+def _read_attrs(oid) -> dict:
+    """Every attribute of an HDF5 object, decoded (low-level: ~5x faster than ``.attrs``)."""
+    out = {}
+    for i in range(h5py.h5a.get_num_attrs(oid)):
+        attr = h5py.h5a.open(oid, index=i)
+        if attr.shape is None:  # empty dataspace
+            out[attr.name.decode()] = None
+            continue
+        buf = np.empty(attr.shape, dtype=attr.dtype)
+        attr.read(buf, mtype=h5py.h5t.py_create(attr.dtype))
+        out[attr.name.decode()] = decode_attr(buf if buf.ndim else buf[()])
+    return out
+
+
+_SCALAR = np.empty((), dtype="f8")
 
 
 def _read_scalar(gid: h5py.h5g.GroupID, name: bytes) -> float:
     """One numeric attribute of a group as float64; NaN when absent."""
-    if not h5py.h5a.exists(gid, name):
+    try:
+        attr = h5py.h5a.open(gid, name)
+    except KeyError:
         return np.nan
-    attr = h5py.h5a.open(gid, name)
-    buf = np.empty(attr.shape, dtype="f8")
-    attr.read(buf)
-    return float(buf.reshape(-1)[0]) if buf.size else np.nan
+    try:
+        attr.read(_SCALAR)
+        return float(_SCALAR)
+    except (TypeError, ValueError):  # (1,) or (1, 1) shaped attribute
+        buf = np.empty(attr.shape, dtype="f8")
+        attr.read(buf)
+        return float(buf.reshape(-1)[0]) if buf.size else np.nan
 
 
 def _read_spike_times(gid: h5py.h5g.GroupID) -> np.ndarray:
@@ -83,18 +105,21 @@ def _read_spike_times(gid: h5py.h5g.GroupID) -> np.ndarray:
     return buf
 
 
-def _unit_attrs(f: h5py.File, stem: str) -> dict:
-    attrs = {key: decode_attr(value) for key, value in f.attrs.items()}
+def _unit_attrs(root: h5py.h5g.GroupID, path: Path) -> dict:
+    attrs = _read_attrs(root)
     missing = [key for key in REQUIRED_UNIT_ATTRS if attrs.get(key) is None]
     if missing:
-        raise UnitFileError(f"{f.filename}: root attribute(s) {missing} missing; every AA4 unit file has them")
+        raise UnitFileError(f"{path}: root attribute(s) {missing} missing; every AA4 unit file has them")
     raw = str(attrs["sortType"])
     if raw not in SORT_TYPES:
-        raise UnitFileError(f"{f.filename}: sortType {raw!r} is not one of {sorted(SORT_TYPES)}")
-    name = parse_unit_name(stem)
+        raise UnitFileError(f"{path}: sortType {raw!r} is not one of {sorted(SORT_TYPES)}")
+    try:
+        name = parse_unit_name(path.stem)
+    except ValueError as exc:
+        raise UnitFileError(f"{path}: {exc}") from exc
     electrode = float(attrs["electrode"])
     if electrode != name["electrode"]:
-        raise UnitFileError(f"{f.filename}: electrode attribute {electrode:g} disagrees with the file name")
+        raise UnitFileError(f"{path}: electrode attribute {electrode:g} disagrees with the file name")
     return {
         **attrs,
         **name,
@@ -133,34 +158,34 @@ def read_unit(path: str | Path) -> Unit:
     """
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
+        fid = h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDONLY)
     except OSError as exc:
         raise UnitFileError(f"{path}: not a readable HDF5 file ({exc})") from exc
     try:
-        with f:
-            return _read_open_unit(f, path)
+        return _read_open_unit(h5py.h5g.open(fid, b"/"), path)
     except (OSError, KeyError, RuntimeError) as exc:
         raise UnitFileError(f"{path}: unreadable AA4 unit file ({exc})") from exc
+    finally:
+        fid.close()
 
 
-def _read_open_unit(f: h5py.File, path: Path) -> Unit:
-    try:
-        attrs = _unit_attrs(f, path.stem)
-    except ValueError as exc:
-        raise UnitFileError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from exc
+def _read_open_unit(root: h5py.h5g.GroupID, path: Path) -> Unit:
+    attrs = _unit_attrs(root, path)
     groups, trial_cols, spikes = [], {k: [] for k in ("group", "trial_name", "count", *TRIAL_ATTRS)}, []
-    protocols = sorted(name for name, obj in f.items() if name not in SUMMARY_GROUPS and isinstance(obj, h5py.Group))
+    protocols = sorted(name for name in root if name.decode() not in SUMMARY_GROUPS
+                       and h5py.h5o.get_info(root, name).type == h5py.h5o.TYPE_GROUP)
     for protocol in protocols:
-        for number, name in _numeric_children(f[protocol]):
-            stim = f[protocol][name]
-            gattrs = {key: decode_attr(value) for key, value in stim.attrs.items()}
+        pgid = h5py.h5g.open(root, protocol)
+        for number, name in _numeric_children(pgid):
+            stim = h5py.h5g.open(pgid, name)
+            gattrs = _read_attrs(stim)
             missing = [key for key in REQUIRED_STIM_ATTRS if gattrs.get(key) is None]
             if missing:
-                raise UnitFileError(f"{path}: group /{protocol}/{name} lacks attribute(s) {missing}")
+                raise UnitFileError(f"{path}: group /{protocol.decode()}/{number} lacks attribute(s) {missing}")
             gidx = len(groups)
-            groups.append({"protocol": protocol, "number": number, **gattrs})
+            groups.append({"protocol": protocol.decode(), "number": number, **gattrs})
             for trial_name, tname in _numeric_children(stim):
-                gid = h5py.h5g.open(stim.id, tname.encode())
+                gid = h5py.h5g.open(stim, tname)
                 times = _read_spike_times(gid)
                 spikes.append(times)
                 trial_cols["group"].append(gidx)

@@ -356,16 +356,33 @@ def mel_spectrogram(wave: np.ndarray, fs: float, time: np.ndarray, dt: float, *,
     return compress(mel, compression, fs).astype(np.float32), centres
 
 
-def file_md5(path: str | os.PathLike) -> str:
-    """Hex md5 of a file's bytes."""
+def file_md5(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """Hex md5 of a file's bytes.
+
+    With ``cache_dir``, the digest is remembered there, keyed by the file's
+    path, size and mtime, so re-opening a corpus does not re-hash its sounds.
+    """
+    key = None
+    if cache_dir is not None:
+        stat = os.stat(path)
+        token = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+        key = Path(cache_dir) / hashlib.sha1(token).hexdigest()
+        if key.is_file():
+            return key.read_text()
     digest = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    if key is not None:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(digest.hexdigest())
+        os.replace(tmp, key)
     return digest.hexdigest()
 
 
-def locate_sounds(sources: pd.DataFrame, durations: pd.Series) -> pd.DataFrame:
+def locate_sounds(sources: pd.DataFrame, durations: pd.Series, *,
+                  cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Find and check the wav file of every stimulus.
 
     A stimulus (an md5) may be held by several animals, each under its own
@@ -382,6 +399,8 @@ def locate_sounds(sources: pd.DataFrame, durations: pd.Series) -> pd.DataFrame:
         ``animal``, ``number``, ``path`` (the file need not exist).
     durations : Series
         Seconds, indexed by md5; its index gives the stimuli and their order.
+    cache_dir : path, optional
+        Where to remember the files' md5s (see :func:`file_md5`).
 
     Returns
     -------
@@ -409,18 +428,18 @@ def locate_sounds(sources: pd.DataFrame, durations: pd.Series) -> pd.DataFrame:
     rows = []
     for md5, duration in durations.items():
         found = candidates.get(md5, sources.iloc[:0])
-        rows.append({"stim": md5, "duration": float(duration), **_pick_source(md5, found)})
+        rows.append({"stim": md5, "duration": float(duration), **_pick_source(md5, found, cache_dir)})
     return pd.DataFrame(rows, columns=["stim", "duration", "path", "animal", "status", "file_md5", "fs"]
                         ).set_index("stim")
 
 
-def _pick_source(md5: str, candidates: pd.DataFrame) -> dict:
+def _pick_source(md5: str, candidates: pd.DataFrame, cache_dir) -> dict:
     """The file to use for ``md5`` among its candidate rows (see :func:`locate_sounds`)."""
     fallback = None
     for row in candidates.itertuples():
         if not os.path.isfile(row.path):
             continue
-        digest = file_md5(row.path)
+        digest = file_md5(row.path, cache_dir)
         pick = {"path": str(row.path), "animal": str(row.animal), "file_md5": digest}
         if digest.lower() == str(md5).lower():
             return {**pick, "status": "ok", "fs": float(sf.info(row.path).samplerate)}

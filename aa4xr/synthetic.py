@@ -623,9 +623,9 @@ def write_corpus(root: str | os.PathLike, size: str = "sample", *, seed: int = 0
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     truth = write_corpus(tmp, units_per_animal=2, processes=1)
-    >>> len(truth.units), truth.trials["count"].sum() == truth.spike_times.size
+    >>> len(truth.units), truth.spike_times.size == int(truth.trials["count"].sum())
     (6, True)
-    >>> truth.trial_spikes(0).size == truth.trials["count"].iat[0]
+    >>> len(truth.trial_spikes(0)) == int(truth.trials["count"].iat[0])
     True
     """
     params = _params(size, overrides)

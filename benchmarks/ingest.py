@@ -70,14 +70,14 @@ def per_trial_loop(root: Path) -> int:
 def cold(root: Path) -> float:
     import aa4xr
 
-    ds = aa4xr.open_aa4(root, dt=0.001, sort_types=None)
+    ds = aa4xr.open_aa4(root, dt=0.001, sort_types=None, spectrogram=False)
     return float(ds.spike_count.sum().compute())
 
 
 def warm(root: Path) -> int:
     import aa4xr
 
-    return aa4xr.open_aa4(root, dt=0.001, sort_types=None).sizes["neuron"]
+    return aa4xr.open_aa4(root, dt=0.001, sort_types=None, spectrogram=False).sizes["neuron"]
 
 
 STAGES = {"floor": floor, "loop": per_trial_loop, "cold": cold, "warm": warm, "warm_bin": cold}
