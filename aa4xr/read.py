@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .hdf5 import read_trials
 from .layout import SORT_TYPES, decode_attr, parse_unit_name
 
 #: Top-level groups that summarise protocols; they hold no stimuli.
@@ -24,8 +25,7 @@ REQUIRED_UNIT_ATTRS = ("electrode", "sortType")
 REQUIRED_STIM_ATTRS = ("stim_md5", "stim_type", "stim_duration")
 #: Per-trial attributes, kept as float64 (NaN when absent).
 TRIAL_ATTRS = ("bg_rate", "peri_rate", "pre_time", "post_time")
-#: Sentinel that marks a trial without spikes.
-SILENT = -999.0
+TRIAL_KEYS = tuple(k.encode() for k in TRIAL_ATTRS)
 
 
 class UnitFileError(ValueError):
@@ -74,35 +74,6 @@ def _read_attrs(oid) -> dict:
         attr.read(buf, mtype=h5py.h5t.py_create(attr.dtype))
         out[attr.name.decode()] = decode_attr(buf if buf.ndim else buf[()])
     return out
-
-
-_SCALAR = np.empty((), dtype="f8")
-
-
-def _read_scalar(gid: h5py.h5g.GroupID, name: bytes) -> float:
-    """One numeric attribute of a group as float64; NaN when absent."""
-    try:
-        attr = h5py.h5a.open(gid, name)
-    except KeyError:
-        return np.nan
-    try:
-        attr.read(_SCALAR)
-        return float(_SCALAR)
-    except (TypeError, ValueError):  # (1,) or (1, 1) shaped attribute
-        buf = np.empty(attr.shape, dtype="f8")
-        attr.read(buf)
-        return float(buf.reshape(-1)[0]) if buf.size else np.nan
-
-
-def _read_spike_times(gid: h5py.h5g.GroupID) -> np.ndarray:
-    """A trial's ``spike_times`` as a flat float64 array; -999 becomes empty."""
-    dset = h5py.h5d.open(gid, b"spike_times")
-    buf = np.empty(dset.shape, dtype="f8")
-    dset.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
-    buf = buf.reshape(-1)
-    if buf.size == 1 and buf[0] == SILENT:
-        return buf[:0]
-    return buf
 
 
 def _unit_attrs(root: h5py.h5g.GroupID, path: Path) -> dict:
@@ -184,15 +155,14 @@ def _read_open_unit(root: h5py.h5g.GroupID, path: Path) -> Unit:
                 raise UnitFileError(f"{path}: group /{protocol.decode()}/{number} lacks attribute(s) {missing}")
             gidx = len(groups)
             groups.append({"protocol": protocol.decode(), "number": number, **gattrs})
-            for trial_name, tname in _numeric_children(stim):
-                gid = h5py.h5g.open(stim, tname)
-                times = _read_spike_times(gid)
-                spikes.append(times)
-                trial_cols["group"].append(gidx)
-                trial_cols["trial_name"].append(trial_name)
-                trial_cols["count"].append(times.size)
-                for key in TRIAL_ATTRS:
-                    trial_cols[key].append(_read_scalar(gid, key.encode()))
+            children = _numeric_children(stim)
+            times, values = read_trials(stim, [name for _, name in children], TRIAL_KEYS)
+            spikes += times
+            trial_cols["group"] += [gidx] * len(times)
+            trial_cols["trial_name"] += [number for number, _ in children]
+            trial_cols["count"] += [t.size for t in times]
+            for j, key in enumerate(TRIAL_ATTRS):
+                trial_cols[key] += values[:, j].tolist()
     trials = pd.DataFrame(trial_cols).astype({"group": "i4", "trial_name": "i4", "count": "i8"})
     spike_times = np.concatenate(spikes) if spikes else np.empty(0)
     return Unit(attrs=attrs, groups=pd.DataFrame(groups), trials=trials, spike_times=spike_times)
