@@ -16,9 +16,14 @@ def client():
 
 
 def test_cluster_results_equal_local(corpus, client, fresh_cache):
-    ds = aa4xr.open_aa4(corpus.root, sort_types=None, dt=0.005, pre=0.1, executor=client.get_executor())
-    assert list(fresh_cache.glob("stores/*.nc")), "ingest on the cluster wrote the stores"
-    remote = client.compute(ds.spike_count.sum("trial")).result()
+    with distributed.get_task_stream(client) as ingest:
+        ds = aa4xr.open_aa4(corpus.root, sort_types=None, dt=0.005, pre=0.1, executor=client.get_executor())
+    read_tasks = [t for t in ingest.data if "read_or_error" in str(t["key"])]
+    assert len(read_tasks) == len(corpus.units), "every unit file was read on the workers"
+    assert list(fresh_cache.glob("stores/*.nc"))
+    with distributed.get_task_stream(client) as binning:
+        remote = client.compute(ds.spike_count.sum("trial")).result()
+    assert any("spike_count" in str(t["key"]) for t in binning.data), "binning ran on the workers"
     workers = client.run(lambda: 1)
     assert len(workers) == 2
     local = aa4xr.open_aa4(corpus.root, sort_types=None, dt=0.005, pre=0.1)
