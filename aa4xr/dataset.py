@@ -205,6 +205,27 @@ def _dense(rows: Rows, shape: tuple, key: str, first_trial: bool = False) -> np.
     return out
 
 
+#: Label coordinates given an index, so ``ds.sel(stim_type="song")`` just works.
+INDEXED = ("stim_type", "call_type", "stim_class", "animal", "sex", "site", "sort_type")
+
+
+def index_coords(ds: xr.Dataset) -> xr.Dataset:
+    """Index aa4xr's label coordinates so ``.sel`` accepts them.
+
+    ``open_aa4`` does this already; netCDF does not store indexes, so apply it
+    again after ``xr.open_dataset`` of an exported file.
+
+    Examples
+    --------
+    >>> ds = index_coords(open_aa4())
+    >>> songs = ds.sel(stim_type="song")
+    """
+    for name in INDEXED:
+        if name in ds.coords and name not in ds.xindexes:
+            ds = ds.set_xindex(name)
+    return ds
+
+
 def export_encoding(spike_count: xr.DataArray) -> dict:
     """netCDF encoding of ``spike_count``: zlib level 1 with shuffle, one stimulus
     by up to 64 neurons by all trials and bins per HDF5 chunk.
@@ -324,6 +345,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     for name, attrs in ATTRS.items():
         ds[name].attrs.update(attrs)
     ds["spike_count"].encoding = export_encoding(ds["spike_count"])
+    ds = index_coords(ds)
     if spectrogram or waveform:
         sounds = locate_sounds(sources, stims.set_index("md5")["duration"], cache_dir=cache_dir() / "md5")
         if spectrogram:
