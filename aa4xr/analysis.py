@@ -358,8 +358,7 @@ def response_strength(ds: xr.Dataset, baseline: str = "auto") -> xr.Dataset:
     With ``d_i`` the evoked minus baseline rate of trial ``i`` (the trials
     where both are defined, ``n >= 2``):
     ``zscore = mean(d) / std(d, ddof=1)``, i.e. the paired z-score
-    ``(mu_E - mu_B) / sqrt(var_E + var_B - 2 cov(E, B))`` (the form used for
-    zebra-finch selectivity since Grace et al. 2003),
+    ``(mu_E - mu_B) / sqrt(var_E + var_B - 2 cov(E, B))``,
     ``tstat = zscore * sqrt(n)`` and ``pvalue`` its two-sided p-value on
     ``n - 1`` degrees of freedom, i.e. :func:`scipy.stats.ttest_rel`. With
     about 10 trials of Poisson-like rates the t distribution is an
