@@ -83,9 +83,20 @@ def warm(root: Path) -> int:
 STAGES = {"floor": floor, "loop": per_trial_loop, "cold": cold, "warm": warm, "warm_bin": cold}
 
 
-def run_stage(stage: str, root: Path, cache: Path) -> dict:
+def measure(func, root: Path) -> None:
+    """Run one stage in this process; print its time, peak memory and result as JSON."""
+    t0 = time.perf_counter()
+    result = func(root)
+    seconds = time.perf_counter() - t0
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+              resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    print(json.dumps({"seconds": seconds, "peak_mb": rss, "result": result}))
+
+
+def run_stage(stage: str, root: Path, cache: Path, script: str = __file__) -> dict:
+    """Run ``script --stage stage`` in a fresh process with ``cache`` as the aa4xr cache."""
     env = {**os.environ, "AA4XR_CACHE_DIR": str(cache)}
-    out = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", str(root)],
+    out = subprocess.run([sys.executable, script, "--stage", stage, "--root", str(root)],
                          env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -101,12 +112,7 @@ def main() -> None:
     p.add_argument("--stage", choices=list(STAGES))
     args = p.parse_args()
     if args.stage:
-        t0 = time.perf_counter()
-        result = STAGES[args.stage](args.root)
-        seconds = time.perf_counter() - t0
-        rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-        print(json.dumps({"seconds": seconds, "peak_mb": rss, "result": result}))
+        measure(STAGES[args.stage], args.root)
         return
     root = args.root or Path(tempfile.gettempdir()) / f"aa4xr-bench-{args.size}"
     if not root.exists():

@@ -13,15 +13,13 @@ neuron's PSTH over all its stimuli at 1 ms, one stimulus's population PSTH at
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import run_stage, store_size  # noqa: E402
+from ingest import measure, run_stage, store_size  # noqa: E402
 
 
 def _open(root: Path, dt: float = 0.001):
@@ -66,14 +64,7 @@ def main() -> None:
     p.add_argument("--stage", choices=list(STAGES))
     args = p.parse_args()
     if args.stage:
-        import resource
-
-        t0 = time.perf_counter()
-        result = STAGES[args.stage](args.root)
-        seconds = time.perf_counter() - t0
-        rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-        print(json.dumps({"seconds": seconds, "peak_mb": rss, "result": result}))
+        measure(STAGES[args.stage], args.root)
         return
     root = args.root or Path(tempfile.gettempdir()) / f"aa4xr-bench-{args.size}"
     if not root.exists():
@@ -85,13 +76,7 @@ def main() -> None:
     print(f"corpus: {root} ({n_files} unit files), {os.cpu_count()} cores")
     ingest_stages = (["floor", "loop"] if not args.skip_baselines else []) + ["cold", "warm", "warm_bin"]
     res = {s: run_stage(s, root, cache) for s in ingest_stages}
-    env = {**os.environ, "AA4XR_CACHE_DIR": str(cache)}
-    import subprocess
-
-    for stage in STAGES:
-        out = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", str(root)],
-                             env=env, check=True, capture_output=True, text=True)
-        res[stage] = json.loads(out.stdout.strip().splitlines()[-1])
+    res.update({s: run_stage(s, root, cache, script=__file__) for s in STAGES})
     labels = {"floor": "(a) floor: low-level h5py, spike_times only",
               "loop": "(b) per-trial h5py loop + histogram, 1 ms",
               "cold": "(c) aa4xr cold open + bin all at 1 ms",
