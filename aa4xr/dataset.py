@@ -285,7 +285,8 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
         Target size of one ``spike_count`` chunk.
     processes, executor, progress
         Ingest: worker processes, or any ``concurrent.futures.Executor``
-        (e.g. ``distributed.Client(...).get_executor()``); a progress bar.
+        (e.g. ``distributed.Client(...).get_executor()``); a progress bar
+        over files (default: when stderr is a terminal).
 
     Returns
     -------

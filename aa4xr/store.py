@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -208,7 +209,8 @@ def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str
                 progress: bool | None = None) -> dict[str, Path]:
     """Ingest (when needed) and return ``{animal: store path}`` for a root.
 
-    A store built earlier with ``errors="warn"`` that skipped files raises
+    ``progress`` shows a bar over the files being read (default: when
+    stderr is a terminal). A store built earlier with ``errors="warn"`` that skipped files raises
     (naming them) when opened with ``errors="raise"``, and warns again with
     ``errors="warn"``: skipped files never go unnoticed.
     """
@@ -218,7 +220,7 @@ def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str
     paths = {}
     for animal in chosen:
         path = ingest_animal(root, animal, errors=errors, processes=processes, executor=executor,
-                             progress=bool(progress) if progress is not None else False)
+                             progress=sys.stderr.isatty() if progress is None else bool(progress))
         skipped = read_skipped(path)
         if skipped:
             listing = "; ".join(f"{f}: {r}" for f, r in skipped)
