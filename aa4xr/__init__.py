@@ -46,3 +46,12 @@ __all__ = [
     "FetchError",
     "write_corpus",
 ]
+
+
+def __getattr__(name: str):
+    """``aa4xr.plot`` on first use, so ``import aa4xr`` does not import matplotlib."""
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module 'aa4xr' has no attribute {name!r}")

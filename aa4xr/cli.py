@@ -1,4 +1,4 @@
-"""The ``aa4xr`` command: ``info``, ``sample`` (and more as features land)."""
+"""The ``aa4xr`` command: ``info``, ``inspect``, ``fetch``, ``sample``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ def _info(args: argparse.Namespace) -> int:
 
     sort_types = None if args.all_units else tuple(args.sort_types.split(","))
     print(format_summary(summarize(args.root, sort_types=sort_types, progress=sys.stderr.isatty())))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .plot import inspect_figures
+
+    for path in inspect_figures(args.root, args.out, dt=args.dt):
+        print(path)
     return 0
 
 
@@ -43,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
     info.add_argument("--sort-types", default="single,multi", help="sort types kept (comma-separated)")
     info.add_argument("--all-units", action="store_true", help="keep every sort type")
     info.set_defaults(func=_info)
+    inspect = sub.add_parser("inspect", help="write the single-cell view and the population rasters "
+                             "(Dataset order, and by electrode) as PNG files and print their paths")
+    inspect.add_argument("root", nargs="?", default=None, help="folder holding <animal>/ folders "
+                         "(default: the built-in sample)")
+    inspect.add_argument("--out", default=".", help="folder of the PNG files (default: the current folder)")
+    inspect.add_argument("--dt", type=float, default=0.005, help="bin width in seconds (default: 0.005)")
+    inspect.set_defaults(func=_inspect)
     sample = sub.add_parser("sample", help="write the built-in sample corpus and print its path")
     sample.add_argument("path", nargs="?", default=None, help="where to write it (default: the cache)")
     sample.set_defaults(func=_sample)
