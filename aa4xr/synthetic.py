@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 SAMPLING_RATE = 24414.0625
 WAV_RATE = int(SAMPLING_RATE)
 #: Version of the generator's output: bump it when the written bytes change.
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 #: Animals of the real corpus: (units, stimuli).
 ANIMALS = {"BlaBro09xxF": (151, 130), "GreBlu9508M": (355, 130), "LblBlu2028M": (53, 137),
            "WhiBlu5396M": (198, 73), "WhiWhi4522M": (304, 131), "YelBlu6903F": (282, 129)}
@@ -444,7 +444,7 @@ def _units_of(rng: np.random.Generator, animal: str, n_units: int, shared: dict)
 
 def _tuning(rng: np.random.Generator) -> dict:
     """A unit's firing: background rate, gain (Hz), best frequency and bandwidth (log2 Hz), latency (s)."""
-    return {"bg": 2 ** rng.uniform(1, np.log2(10)), "gain": rng.uniform(2, 15),
+    return {"bg": 2 ** rng.uniform(1, np.log2(10)), "gain": rng.uniform(10, 40),
             "bf": rng.uniform(np.log2(500), np.log2(8000)), "bw": rng.uniform(0.3, 1.0),
             "latency": rng.uniform(0.01, 0.05)}
 

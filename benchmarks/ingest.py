@@ -84,7 +84,12 @@ STAGES = {"floor": floor, "loop": per_trial_loop, "cold": cold, "warm": warm, "w
 
 
 def measure(func, root: Path) -> None:
-    """Run one stage in this process; print its time, peak memory and result as JSON."""
+    """Run one stage in this process; print its time, peak memory and result as JSON.
+
+    Imports happen before the clock starts: stages time work, not interpreter start-up.
+    """
+    import aa4xr  # noqa: F401
+
     t0 = time.perf_counter()
     result = func(root)
     seconds = time.perf_counter() - t0
