@@ -55,12 +55,104 @@ def _library() -> ctypes.CDLL | None:
         ("H5Dclose", [HID], ctypes.c_int),
         ("H5Aclose", [HID], ctypes.c_int),
         ("H5Sclose", [HID], ctypes.c_int),
+        ("H5Aiterate2", [HID, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
+         ctypes.c_int),
+        ("H5Aget_type", [HID], HID),
+        ("H5Tget_class", [HID], ctypes.c_int),
+        ("H5Tis_variable_str", [HID], ctypes.c_int),
+        ("H5Tget_size", [HID], ctypes.c_size_t),
+        ("H5Tclose", [HID], ctypes.c_int),
+        ("H5Treclaim", [HID, HID, HID, ctypes.c_void_p], ctypes.c_int),
     ):
         func = getattr(lib, name)
         func.argtypes, func.restype = args, res
     lib.H5open()
     lib.native_double = HID.in_dll(lib, "H5T_NATIVE_DOUBLE_g").value
+    lib.native_int64 = HID.in_dll(lib, "H5T_NATIVE_LLONG_g").value
     return lib
+
+
+INTEGER, FLOAT, STRING = 0, 1, 3  # H5T_class_t
+ATTR_OPERATOR = ctypes.CFUNCTYPE(ctypes.c_int, HID, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def _attr_value(lib: ctypes.CDLL, aid: int):
+    """One attribute's value: a scalar, or an array when it holds several; ``...`` if unsupported."""
+    tid = lib.H5Aget_type(aid)
+    space = lib.H5Aget_space(aid)
+    try:
+        n = lib.H5Sget_simple_extent_npoints(space)
+        kind = lib.H5Tget_class(tid)
+        if n < 1:
+            return None
+        if kind in (INTEGER, FLOAT):
+            buf = np.empty(n, "i8" if kind == INTEGER else "f8")
+            mtype = lib.native_int64 if kind == INTEGER else lib.native_double
+            _check(lib.H5Aread(aid, mtype, buf.ctypes.data), "read an attribute")
+            values = buf.tolist()
+        elif kind == STRING and lib.H5Tis_variable_str(tid) > 0:
+            ptrs = (ctypes.c_char_p * n)()
+            _check(lib.H5Aread(aid, tid, ptrs), "read an attribute")  # the file's type: same charset
+            values = [p or b"" for p in ptrs]
+            lib.H5Treclaim(tid, space, 0, ptrs)
+        elif kind == STRING:
+            size = lib.H5Tget_size(tid)
+            buf = ctypes.create_string_buffer(size * n)
+            _check(lib.H5Aread(aid, tid, buf), "read an attribute")
+            values = [buf.raw[i * size:(i + 1) * size].rstrip(b"\0") for i in range(n)]
+        else:
+            return ...
+    finally:
+        lib.H5Sclose(space)
+        lib.H5Tclose(tid)
+    return values[0] if n == 1 else np.array(values)
+
+
+def read_attrs(oid: h5py.h5o.ObjectID) -> dict:
+    """Every attribute of an HDF5 object, raw (bytes, ints, floats, arrays).
+
+    Integer, float and string attributes are read through libhdf5 directly;
+    anything else (and everything when the library is not found) through h5py.
+    """
+    lib = _library()
+    if lib is None:
+        return _read_attrs_h5py(oid)
+    out: dict = {}
+    errors: list[Exception] = []
+
+    def visit(loc, name, info, data):
+        aid = lib.H5Aopen(loc, name, 0)
+        try:
+            out[name.decode()] = _attr_value(lib, aid)
+        except OSError as exc:  # an exception must not cross the C boundary
+            errors.append(exc)
+            return -1
+        finally:
+            lib.H5Aclose(aid)
+        return 0
+
+    with h5py._objects.phil:
+        status = lib.H5Aiterate2(oid.id, 0, 0, None, ATTR_OPERATOR(visit), None)
+    if errors:
+        raise errors[0]
+    _check(status, "list attributes")
+    if any(v is ... for v in out.values()):
+        fallback = _read_attrs_h5py(oid)
+        out = {k: fallback[k] if v is ... else v for k, v in out.items()}
+    return out
+
+
+def _read_attrs_h5py(oid: h5py.h5o.ObjectID) -> dict:
+    out = {}
+    for i in range(h5py.h5a.get_num_attrs(oid)):
+        attr = h5py.h5a.open(oid, index=i)
+        if attr.shape is None:  # empty dataspace
+            out[attr.name.decode()] = None
+            continue
+        buf = np.empty(attr.shape, dtype=attr.dtype)
+        attr.read(buf, mtype=h5py.h5t.py_create(attr.dtype))
+        out[attr.name.decode()] = buf if buf.ndim else buf[()]
+    return out
 
 
 def _check(value: int, what: str) -> int:

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .hdf5 import read_trials
+from .hdf5 import read_attrs, read_trials
 from .layout import SORT_TYPES, decode_attr, parse_unit_name
 
 #: Top-level groups that summarise protocols; they hold no stimuli.
@@ -63,17 +63,8 @@ def _numeric_children(gid: h5py.h5g.GroupID) -> list[tuple[int, bytes]]:
 
 
 def _read_attrs(oid) -> dict:
-    """Every attribute of an HDF5 object, decoded (low-level: ~5x faster than ``.attrs``)."""
-    out = {}
-    for i in range(h5py.h5a.get_num_attrs(oid)):
-        attr = h5py.h5a.open(oid, index=i)
-        if attr.shape is None:  # empty dataspace
-            out[attr.name.decode()] = None
-            continue
-        buf = np.empty(attr.shape, dtype=attr.dtype)
-        attr.read(buf, mtype=h5py.h5t.py_create(attr.dtype))
-        out[attr.name.decode()] = decode_attr(buf if buf.ndim else buf[()])
-    return out
+    """Every attribute of an HDF5 object, decoded."""
+    return {key: decode_attr(value) for key, value in read_attrs(oid).items()}
 
 
 def _unit_attrs(root: h5py.h5g.GroupID, path: Path) -> dict:

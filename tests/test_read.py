@@ -50,6 +50,26 @@ def test_backends_agree(corpus, monkeypatch):
     hdf5._library.cache_clear()
     pd.testing.assert_frame_equal(fast.trials, slow.trials)
     np.testing.assert_array_equal(fast.spike_times, slow.spike_times)
+    pd.testing.assert_frame_equal(fast.groups, slow.groups)
+    assert fast.attrs.keys() == slow.attrs.keys()
+    for key, value in fast.attrs.items():
+        assert value == slow.attrs[key] or (value != value and slow.attrs[key] != slow.attrs[key]), key
+        assert type(value) is type(slow.attrs[key]), key
+
+
+def test_group_attributes_equal_ground_truth(corpus):
+    """Every stimulus-group attribute as the writer wrote it (decoded), through libhdf5."""
+    for unit in corpus.units.iloc[::4].itertuples():
+        got = read_unit(corpus.root / unit.animal / unit.file).groups
+        truth = corpus.groups[corpus.groups["neuron"] == unit.neuron]
+        merged = got.merge(truth, on=["protocol", "number"], suffixes=("", "_gt"), validate="1:1")
+        assert len(merged) == len(truth)
+        for name in ("stim_md5", "stim_type", "stim_class", "stim_duration", "zscore", "birdid", "callid"):
+            for a, b in zip(merged[name], merged[f"{name}_gt"]):
+                missing_a = a is None or (isinstance(a, float) and np.isnan(a))
+                missing_b = b is None or b == "None" or (isinstance(b, float) and np.isnan(b))
+                assert missing_a == missing_b, (name, a, b)
+                assert missing_a or a == b or np.isclose(float(a), float(b)), (name, a, b)
 
 
 def test_missing_spike_times_names_the_group(corpus, tmp_path, backend):
