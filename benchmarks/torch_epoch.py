@@ -12,14 +12,11 @@ and with the largest batch (what any loader must hold). Needs psutil
 (a) ingest: the first ``open_aa4`` of the corpus (writes the spike-time store);
 (b) open: ``open_aa4`` again from the store, nothing iterated;
 (c) epoch: (b) then every batch of a ``DataLoader(TorchDataset(ds), collate_fn=collate)``;
-(d) epoch, one animal: the same over the first animal's neurons.
+(d) epoch, one animal: the same over ``ds.sel(animal=<the first animal>)``.
 
 For each epoch it also prints its time against one pass computing every
 ``spike_count`` chunk once: items read whole chunks, so the ratio shows
 how many stimuli share a chunk (``open_aa4(chunk_mb=...)``).
-
-The stimulus is the spectrogram when the Dataset has one, else the epoch
-reads responses only (``stimulus=None``).
 """
 
 from __future__ import annotations
@@ -59,8 +56,8 @@ def epoch(root: Path, dt: float, batch_size: int, num_workers: int, chunk_mb: fl
 
     ds = _open(root, dt, chunk_mb)
     if one_animal:
-        ds = ds.isel(neuron=(ds["animal"] == ds["animal"].values[0]).values)
-    tds = TorchDataset(ds, stimulus="spectrogram" if "spectrogram" in ds else None)
+        ds = ds.sel(animal=ds["animal"].values[0])
+    tds = TorchDataset(ds)
     loader = torch.utils.data.DataLoader(tds, batch_size=batch_size, collate_fn=collate,
                                          num_workers=num_workers)
     before = _rss_mb()                                   # torch imported, Dataset opened
@@ -72,7 +69,7 @@ def epoch(root: Path, dt: float, batch_size: int, num_workers: int, chunk_mb: fl
             recorded += int(batch["mask"].sum())
     seconds, peak = time.perf_counter() - t0, sampler.peak_mb
     t0 = time.perf_counter()
-    assert recorded == int(ds["spike_count"].notnull().sum()), "the epoch lost data"
+    assert recorded == int(ds["spike_count"].sel(stim=tds.stims).notnull().sum()), "the epoch lost data"
     return {"items": len(tds), "epoch_s": seconds, "one_pass_s": time.perf_counter() - t0,
             "before_mb": before, "epoch_peak_mb": peak, "dense_mb": ds["spike_count"].nbytes / 2**20,
             "batch_mb": largest / 2**20}
@@ -122,7 +119,9 @@ def run_stage(stage: str, args: argparse.Namespace, cache: Path) -> dict:
     cmd = [sys.executable, __file__, "--stage", stage, "--root", str(args.root), "--dt", str(args.dt),
            "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers),
            "--chunk-mb", str(args.chunk_mb)]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"stage {stage} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
