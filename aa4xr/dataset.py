@@ -18,7 +18,7 @@ from .binning import count_block, time_grid
 from .layout import resolve_root
 from .read import TRIAL_ATTRS
 from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
-from .store import cache_dir, check_errors, load_tables, read_spikes, stim_order, store_paths, trial_order
+from .store import cache_dir, check_errors, load_tables, read_spikes, stim_order, store_paths
 
 STIM_TYPES = ("song", "call", "mlnoise")
 SORT_TYPES = ("single", "multi", "noise", "tdt")
@@ -106,6 +106,15 @@ def _groups_table(tables: xr.Dataset) -> pd.DataFrame:
     })
 
 
+#: The store variables ``open_aa4`` reads (the provenance strings stay on disk).
+COLLECTED = (
+    *(f"unit_{k}" for k in ("stem", "site", "sort_type", "electrode", "sort_id", "ldepth", "rdepth", "subsort_id")),
+    *(f"group_{k}" for k in ("stim_md5", "stim_type", "callid", "stim_class", "stim_duration", "zscore", "tstat",
+                             "pvalue", "number", "unit")),
+    *(f"row_{k}" for k in ("size", "unit", "group", "trial", *TRIAL_ATTRS)),
+)
+
+
 def _chunks(sizes: np.ndarray, limit: int) -> tuple[int, ...]:
     """Split runs (e.g. animals' neurons) into chunks of at most ``limit``."""
     out = []
@@ -163,9 +172,9 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
     Also returns where each stimulus's sound may be: one row per (animal,
     number) of every stimulus group of the opened animals.
     """
-    units, groups, raw, sources, offset = [], [], [], [], 0
+    units, groups, raw, sources, group_md5, offset = [], [], [], [], [], 0
     for a, (animal, path) in enumerate(paths.items()):
-        tables = load_tables(path)
+        tables = load_tables(path, names=COLLECTED)
         u, g = _units_table(animal, tables), _groups_table(tables)
         unit_kept = u["sort_type"].isin(sort_types).to_numpy() if sort_types else np.ones(len(u), bool)
         group_kept = g["stim_type"].isin(stim_types).to_numpy() if stim_types else np.ones(len(g), bool)
@@ -174,8 +183,8 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
         keep = group_kept[row_g] & unit_kept[row_u]
         starts = np.concatenate([[0], np.cumsum(tables["row_size"].values)[:-1]]).astype("i8")
         raw.append({
-            "path": np.full(keep.sum(), a), "unit": row_u[keep] + offset, "md5": g["md5"].values[row_g[keep]],
-            "trial": trial_order(tables)[keep], "start": starts[keep], "size": tables["row_size"].values[keep],
+            "path": np.full(keep.sum(), a), "unit": row_u[keep] + offset, "group": row_g[keep],
+            "trial": tables["row_trial"].values[keep], "start": starts[keep], "size": tables["row_size"].values[keep],
             **{k: tables[f"row_{k}"].values[keep] for k in TRIAL_ATTRS},
             **{k: g[k].values[row_g[keep]] for k in ("zscore", "tstat", "pvalue")},
         })
@@ -184,10 +193,12 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
         offset += len(u)
         groups.append(g[group_kept])
+        group_md5.append(g["md5"].to_numpy())
     units_df = pd.concat(units, ignore_index=True)
     stims = stim_order(pd.concat(groups, ignore_index=True).drop_duplicates("md5")).reset_index(drop=True)
     cat = {k: np.concatenate([r[k] for r in raw]) for k in raw[0]}
-    stim_pos = pd.Index(stims["md5"]).get_indexer(cat["md5"])
+    by_md5 = pd.Index(stims["md5"])  # place groups (not rows) by md5: one lookup per group
+    stim_pos = np.concatenate([by_md5.get_indexer(g_md5)[r["group"]] for g_md5, r in zip(group_md5, raw)])
     neuron_pos = pd.Index(units_df["_old"]).get_indexer(cat["unit"])
     rows = Rows(path=cat["path"], stim=stim_pos, neuron=neuron_pos, trial=cat["trial"].astype("i8"),
                 start=cat["start"], size=cat["size"].astype("i8"),
@@ -247,7 +258,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              dt: float = 0.005, pre: float = 0.0, post: float = 0.0, errors: str = "raise",
              spectrogram: bool = True, waveform: bool = False, audio_fs: float = 24000.0,
              window_ms: float = 10.0, n_mels: int = 32, fmin: float = 0.0, fmax: float | None = None,
-             compression: str = "cubic", chunk_mb: float = 32.0, processes: int | None = None, executor: Executor | None = None,
+             compression: str = "cubic", chunk_mb: float = 8.0, processes: int | None = None, executor: Executor | None = None,
              progress: bool | None = None) -> xr.Dataset:
     """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.
 

@@ -33,7 +33,7 @@ from .layout import find_animals, find_unit_files, resolve_root, select_animals
 from .read import TRIAL_ATTRS, Unit, UnitFileError, read_unit
 
 #: Bump when the store's content or layout changes; old stores are then ignored.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ERRORS = ("raise", "warn")
 
 
@@ -131,6 +131,9 @@ def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tu
             "row_group": xr.Variable("row", trials["group"].to_numpy("i4"), {"long_name": "index into group_*"}),
             "row_trial_name": xr.Variable("row", trials["trial_name"].to_numpy("i4"),
                                           {"long_name": "trial group name (numeric)"}),
+            "row_trial": xr.Variable("row", pair_position(groups["stim_md5"].to_numpy()[trials["group"].to_numpy(int)],
+                                                          trials["unit"].to_numpy()),
+                                     {"long_name": "presentation order within the (stimulus, unit) pair"}),
             **{f"row_{k}": xr.Variable("row", trials[k].to_numpy("f8"),
                                        {"units": "Hz" if k.endswith("rate") else "s"}) for k in TRIAL_ATTRS},
             **_table_to_vars(pd.DataFrame(unit_rows), "unit_", "unit"),
@@ -242,18 +245,21 @@ def read_skipped(path: Path) -> list[tuple[str, str]]:
 TABLE_DIMS = {"row_": "row", "unit_": "unit", "group_": "group", "skipped_": "skipped"}
 
 
-def load_tables(path: Path, prefixes: tuple[str, ...] = tuple(TABLE_DIMS)) -> xr.Dataset:
-    """Everything of a store but ``spike_time``, loaded in memory.
+def load_tables(path: Path, prefixes: tuple[str, ...] = tuple(TABLE_DIMS),
+                names: Iterable[str] | None = None) -> xr.Dataset:
+    """Everything of a store but ``spike_time`` (or only ``names``), loaded in memory.
 
     Read with h5py directly (a store is netCDF-4, i.e. HDF5): an order of
     magnitude faster than decoding ~50 small variables through netCDF4.
     """
+    names = set(names) if names is not None else None
     import h5py
 
     out = {}
     with h5py.File(path, "r") as f:
-        for name, dset in f.items():
+        for name in (f if names is None else [n for n in names if n in f]):
             prefix = next((p for p in prefixes if name.startswith(p)), None)
+            dset = f[name]
             if prefix is None or not isinstance(dset, h5py.Dataset):
                 continue
             values = dset.asstr()[()] if h5py.check_string_dtype(dset.dtype) else dset[()]
@@ -302,7 +308,7 @@ def open_spike_times(root=None, *, animals=None, errors: str = "raise", processe
                 "stim": ("row", tables["group_stim_md5"].values[g].astype(object)),
                 "protocol": ("row", tables["group_protocol"].values[g].astype(object)),
                 "trial_name": ("row", tables["row_trial_name"].values),
-                "trial": ("row", trial_order(tables)),
+                "trial": ("row", tables["row_trial"].values),
             },
         ))
     rows = xr.concat(parts, dim="row") if parts else xr.Dataset()
@@ -318,14 +324,17 @@ def open_spike_times(root=None, *, animals=None, errors: str = "raise", processe
     return rows
 
 
-def trial_order(tables: xr.Dataset) -> np.ndarray:
-    """0-based presentation order of each row within its (stimulus, unit) pair.
+def pair_position(md5: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """0-based position of each row within its run of equal (md5, unit).
 
-    Rows are stored pair by pair in presentation order, so this is the
-    position within each run of equal (md5, unit).
+    Rows are stored pair by pair in presentation order, so this is each
+    trial's presentation order within its (stimulus, unit) pair.
+
+    Examples
+    --------
+    >>> pair_position(np.array(["a", "a", "b", "b", "b"]), np.array([0, 0, 0, 0, 1]))
+    array([0, 1, 0, 1, 0], dtype=int32)
     """
-    md5 = tables["group_stim_md5"].values[tables["row_group"].values]
-    unit = tables["row_unit"].values
     if md5.size == 0:
         return np.zeros(0, "i4")
     new_pair = np.ones(md5.size, bool)

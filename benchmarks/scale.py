@@ -31,7 +31,7 @@ def _open(root: Path, dt: float = 0.001):
 def neuron_psth(root: Path) -> float:
     ds = _open(root)
     heard = ds.n_trials.sum("stim")
-    neuron = ds.neuron[int(heard.argmax())]
+    neuron = ds.neuron[int(np.argmax(heard.values))]
     one = ds.sel(neuron=neuron)
     one = one.isel(stim=(one.n_trials > 0).values)
     return float((one.spike_count.mean("trial") / ds.dt).sum().compute())
@@ -39,7 +39,7 @@ def neuron_psth(root: Path) -> float:
 
 def stim_psth(root: Path) -> float:
     ds = _open(root)
-    stim = ds.stim[int(ds.n_trials.sum("neuron").argmax())]
+    stim = ds.stim[int(np.argmax(ds.n_trials.sum("neuron").values))]
     return float((ds.spike_count.sel(stim=stim).mean("trial") / ds.dt).sum().compute())
 
 

@@ -64,8 +64,7 @@ def epoch(root: Path, dt: float, batch_size: int, num_workers: int, chunk_mb: fl
     t0, largest, recorded = time.perf_counter(), 0, 0
     with _PeakSampler() as sampler:
         for batch in loader:
-            tensors = [batch["response"], batch["mask"]] + ([batch["stimulus"]] if "stimulus" in batch else [])
-            largest = max(largest, sum(t.nbytes for t in tensors))
+            largest = max(largest, sum(batch[k].nbytes for k in ("stimulus", "response", "mask")))
             recorded += int(batch["mask"].sum())
     seconds, peak = time.perf_counter() - t0, sampler.peak_mb
     t0 = time.perf_counter()
@@ -166,8 +165,9 @@ def main() -> None:
     for stage in ("epoch", "epoch_animal"):
         r = res[stage]
         growth = (r["epoch_peak_mb"] - r["before_mb"]) / r["dense_mb"]
-        print(f"{stage:<14}{r['items']:>7}{r['dense_mb']:>10.0f}{r['batch_mb']:>10.1f}{r['before_mb']:>11.0f}"
-              f"{r['epoch_peak_mb']:>9.0f}{growth:>21.3f}{r['epoch_s']:>9.1f}{r['epoch_s'] / r['one_pass_s']:>18.1f}")
+        print(f"{stage:<14}{r['items']:>7}{r['dense_mb']:>10.0f}{r['batch_mb']:>10.1f}"
+              f"{r['before_mb']:>11.0f}{r['epoch_peak_mb']:>9.0f}{growth:>21.3f}{r['epoch_s']:>9.1f}"
+              f"{r['epoch_s'] / r['one_pass_s']:>18.1f}")
     print("before = resident memory with torch imported and the Dataset opened, before the first batch;\n"
           "peak = resident memory sampled every 5 ms during the epoch (workers included);")
     print("one pass = ds.spike_count.notnull().sum(), every chunk computed once")

@@ -1,0 +1,373 @@
+"""PyTorch adapter: one training item per stimulus, read lazily from an aa4xr Dataset.
+
+``TorchDataset`` turns any Dataset returned by :func:`aa4xr.open_aa4` (after
+the user's ``.sel``/``.where``) into a map-style ``torch.utils.data.Dataset``
+and ``collate`` batches its items for a ``DataLoader``. ``stimulus_stats``,
+``normalize_stimulus`` and ``response_stats`` compute normalisation
+statistics on chosen stimuli (a training split) and apply them to all.
+
+Importing this module imports torch; importing ``aa4xr`` never does.
+
+Examples
+--------
+>>> from torch.utils.data import DataLoader
+>>> from aa4xr.torch import TorchDataset, collate
+>>> tds = TorchDataset(ds.sel(stim_type="song"))               # doctest: +SKIP
+>>> loader = DataLoader(tds, batch_size=8, shuffle=True, collate_fn=collate,
+...                     num_workers=4)                          # doctest: +SKIP
+>>> batch = next(iter(loader))                                  # doctest: +SKIP
+>>> batch["stimulus"].shape, batch["response"].shape            # doctest: +SKIP
+(torch.Size([8, 1, 32, 412]), torch.Size([8, 60, 20, 412]))
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+try:
+    import torch
+except ImportError as err:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        'aa4xr.torch needs PyTorch: pip install "aa4xr[torch]" '
+        "(on a CPU-only machine: pip install torch==2.13.0)"
+    ) from err
+
+__all__ = ["TorchDataset", "collate", "stimulus_stats", "normalize_stimulus", "response_stats"]
+
+_STIMULUS_DIMS = {"spectrogram": ("frequency", "time"), "waveform": ("sample",)}
+
+
+class TorchDataset(torch.utils.data.Dataset):
+    """One item per stimulus that has data among the Dataset's neurons.
+
+    The items follow the Dataset's own order of stimuli, skipping those that
+    no selected neuron heard (``n_trials == 0`` for every neuron) and, with
+    a warning naming them, those whose stimulus variable is all NaN (no
+    sound file: zeros would pass for silence). ``__getitem__`` computes only
+    its stimulus's slice (the ``spike_count`` chunks holding it), so an
+    epoch over a lazy Dataset holds a batch and a few chunks, never the
+    whole Dataset.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A Dataset from :func:`aa4xr.open_aa4`, after any ``.sel``, ``.isel``
+        or ``.where``. Needs ``spike_count``, ``n_trials``, the ``duration``
+        coordinate, the ``post`` attribute and the chosen stimulus variable.
+    stimulus : {"spectrogram", "waveform", None}, default "spectrogram"
+        The input each item carries. ``"spectrogram"`` shares the responses'
+        time bins; ``"waveform"`` needs ``open_aa4(waveform=True)``; ``None``
+        gives responses only. There is no automatic choice: the input of a
+        model does not change because the Dataset gained a variable.
+    dtype : torch.dtype, default torch.float32
+        Floating dtype of the stimulus and response tensors.
+
+    Attributes
+    ----------
+    neurons : numpy.ndarray of str
+        The neuron labels, in the order of every item's response axis 0.
+    stims : numpy.ndarray of str
+        The md5 of each item's stimulus, in item order.
+
+    Notes
+    -----
+    An item is a dict:
+
+    ``"stimulus"``
+        ``(1, F, T)`` spectrogram or ``(1, S)`` waveform, ``dtype``. NaN
+        (outside the stimulus's window) is replaced by 0, i.e. silence; a
+        waveform is cut after its last recorded sample.
+    ``"response"``
+        ``(N, R, T)`` spike counts, ``dtype``, NaN where there is no data.
+        ``N`` is every neuron of the Dataset (a neuron that never heard the
+        stimulus is all NaN) so a per-neuron readout sees a fixed order.
+        ``R`` is the largest ``n_trials`` of this stimulus among the neurons
+        and ``T`` the bins inside its window, ``ds.time[:T]`` (those with
+        ``time < duration + post``): the trials and bins cut off are NaN by
+        the Dataset's contract.
+    ``"mask"``
+        ``(N, R, T)`` bool, ``~isnan(response)``.
+    ``"coords"``
+        ``{name: value}`` for every ``stim`` coordinate (``stim`` md5,
+        ``stim_type``, ``call_type``, ``stim_class``, ``duration``, ...), as
+        Python scalars.
+
+    In DataLoader worker processes the slice is computed with dask's
+    synchronous scheduler: the workers are the parallelism, and a threaded
+    pool inherited through ``fork`` would deadlock.
+
+    Keep items small by selecting neurons first (e.g. one animal): a
+    stimulus heard by one animal otherwise carries NaN rows for all others.
+
+    Variables that ``ds.where`` broadcast along other dimensions (e.g. the
+    spectrogram along ``neuron``) are folded back: their non-NaN copies are
+    equal, so that value is kept.
+
+    Examples
+    --------
+    >>> tds = TorchDataset(ds.sel(animal="LblBlu2028M"))         # doctest: +SKIP
+    >>> item = tds[0]                                            # doctest: +SKIP
+    >>> item["stimulus"].shape, item["response"].shape           # doctest: +SKIP
+    (torch.Size([1, 32, 412]), torch.Size([60, 10, 412]))
+    >>> item["coords"]["stim_type"]                              # doctest: +SKIP
+    'song'
+    """
+
+    def __init__(self, ds: xr.Dataset, *, stimulus: str | None = "spectrogram",
+                 dtype: torch.dtype = torch.float32) -> None:
+        _check_dataset(ds, stimulus)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        n_trials, n_bins = _item_extents(ds)
+        keep = n_trials > 0
+        if stimulus:
+            keep &= _has_stimulus(ds, stimulus, keep)
+        self._index = np.flatnonzero(keep)
+        self._n_trials, self._n_bins = n_trials[self._index], n_bins[self._index]
+        names = ["spike_count"] + ([stimulus] if stimulus else [])
+        self._ds = ds[names].reset_coords(drop=True)
+        self._coords = {name: c.values[self._index].tolist() for name, c in ds.coords.items()
+                        if c.dims == ("stim",)}
+        self.stimulus, self.dtype = stimulus, dtype
+        self.neurons = ds["neuron"].values
+        self.stims = ds["stim"].values[self._index]
+
+    def __len__(self) -> int:
+        return self._index.size
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        part = self._ds.isel(stim=int(self._index[index]), trial=slice(0, int(self._n_trials[index])),
+                             time=slice(0, int(self._n_bins[index])))
+        part = part.compute(**_compute_kwargs())
+        counts = part["spike_count"].transpose("neuron", "trial", "time").values
+        item = {"response": self._tensor(counts), "mask": torch.from_numpy(~np.isnan(counts)),
+                "coords": {name: values[index] for name, values in self._coords.items()}}
+        if self.stimulus:
+            item["stimulus"] = self._tensor(_stimulus_values(part[self.stimulus], self.stimulus))[None]
+        return item
+
+    def __repr__(self) -> str:
+        return (f"TorchDataset({len(self)} stimuli, {self.neurons.size} neurons, "
+                f"stimulus={self.stimulus!r}, dtype={self.dtype})")
+
+    def _tensor(self, values: np.ndarray) -> torch.Tensor:
+        """A copy (never a view of the Dataset) in ``self.dtype``; numpy copies fastest."""
+        return torch.from_numpy(np.array(values, copy=True)).to(self.dtype)
+
+
+def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch :class:`TorchDataset` items for a ``DataLoader`` (``collate_fn=collate``).
+
+    Parameters
+    ----------
+    batch : sequence of dict
+        Items from :class:`TorchDataset`.
+
+    Returns
+    -------
+    dict
+        ``"stimulus"`` ``(B, 1, F, T)`` or ``(B, 1, S)``, zero-padded on the
+        right (never NaN; present when the items have a stimulus);
+        ``"response"`` ``(B, N, R, T)`` NaN-padded along trial and time to the
+        batch maximum; ``"mask"`` ``~isnan(response)``; ``"length"`` ``(B,)``
+        int64, each item's number of time bins before padding; ``"coords"`` a
+        dict of lists, ``{name: [value of item 0, value of item 1, ...]}``
+        (torch's ``default_collate`` convention for strings).
+
+    Examples
+    --------
+    >>> loader = DataLoader(tds, batch_size=2, collate_fn=collate)  # doctest: +SKIP
+    >>> batch = next(iter(loader))                                  # doctest: +SKIP
+    >>> batch["coords"]["stim_type"]                                # doctest: +SKIP
+    ['song', 'call']
+    """
+    response = _pad([item["response"] for item in batch], float("nan"))
+    out = {"response": response, "mask": ~torch.isnan(response),
+           "length": torch.tensor([item["response"].shape[-1] for item in batch]),
+           "coords": {name: [item["coords"][name] for item in batch] for name in batch[0]["coords"]}}
+    if "stimulus" in batch[0]:
+        out["stimulus"] = _pad([item["stimulus"] for item in batch], 0.0)
+    return out
+
+
+def stimulus_stats(ds: xr.Dataset, stims: Any = None) -> xr.Dataset:
+    """Per-frequency mean and standard deviation of the spectrogram.
+
+    NaN-aware: bins outside a stimulus's window do not count; the silence
+    inside it (``pre``/``post``) does.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An aa4xr Dataset with ``spectrogram`` ``(stim, frequency, time)``.
+    stims : optional
+        The stimuli to compute on (e.g. a training split), anything
+        ``ds.sel(stim=...)`` accepts; all of ``ds``'s stimuli by default.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``mean`` and ``std`` ``(frequency)``, computed, with the ``stim``
+        coordinate of the stimuli used; ready for ``to_netcdf``.
+
+    Examples
+    --------
+    >>> stats = stimulus_stats(ds, stims=train_md5s)   # doctest: +SKIP
+    >>> ds = normalize_stimulus(ds, stats)             # doctest: +SKIP
+    >>> stats.to_netcdf("spectrogram_stats.nc")        # doctest: +SKIP
+    """
+    part = ds if stims is None else ds.sel(stim=stims)
+    spec = _fold(part["spectrogram"], ("stim",) + _STIMULUS_DIMS["spectrogram"])
+    units = part["spectrogram"].attrs.get("units", "")
+    return _moments(spec, ("stim", "time"), units, "spectrogram").assign_coords(stim=part["stim"].values)
+
+
+def normalize_stimulus(ds: xr.Dataset, stats: xr.Dataset) -> xr.Dataset:
+    """Standardise the spectrogram of every stimulus with :func:`stimulus_stats`.
+
+    ``(spectrogram - mean) / std`` per frequency, lazily; NaN outside the
+    windows stays NaN. A band with ``std == 0`` is only centred. Afterwards a
+    0 (what :class:`TorchDataset` and :func:`collate` put outside windows)
+    is the training mean, not silence.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An aa4xr Dataset.
+    stats : xarray.Dataset
+        From :func:`stimulus_stats` (possibly saved and re-opened), on the
+        same ``frequency`` bands.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` with the standardised ``spectrogram`` (``units`` ``"1"``).
+
+    Examples
+    --------
+    >>> ds = normalize_stimulus(ds, stimulus_stats(ds, stims=train_md5s))  # doctest: +SKIP
+    """
+    if not np.array_equal(ds["frequency"].values, stats["frequency"].values):
+        raise ValueError("stats were computed on other frequency bands than ds's")
+    std = stats["std"].where(stats["std"] > 0, 1.0)
+    spec = (ds["spectrogram"] - stats["mean"]) / std
+    long_name = ds["spectrogram"].attrs.get("long_name", "spectrogram")
+    spec.attrs = {**ds["spectrogram"].attrs, "units": "1",
+                  "long_name": f"{long_name}, standardised per frequency"}
+    return ds.assign(spectrogram=spec)
+
+
+def response_stats(ds: xr.Dataset, stims: Any = None) -> xr.Dataset:
+    """Per-neuron mean and standard deviation of ``spike_count`` (spikes per bin).
+
+    NaN-aware over stimuli, trials and time bins. Counts are left as counts
+    (a Poisson loss needs them); use ``mean`` to initialise a readout's bias
+    (``log(mean)`` for a Poisson model) or ``std`` to scale targets of an MSE
+    loss. The order of ``neuron`` is that of :attr:`TorchDataset.neurons`.
+    Reads every selected stimulus once, chunk by chunk.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An aa4xr Dataset.
+    stims : optional
+        The stimuli to compute on, anything ``ds.sel(stim=...)`` accepts;
+        all by default.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``mean`` and ``std`` ``(neuron)``, computed, NaN for a neuron without
+        data on these stimuli, with the ``stim`` coordinate of the stimuli used.
+
+    Examples
+    --------
+    >>> stats = response_stats(ds, stims=train_md5s)                     # doctest: +SKIP
+    >>> bias = torch.log(torch.as_tensor(stats["mean"].values) + 1e-3)   # doctest: +SKIP
+    """
+    part = ds if stims is None else ds.sel(stim=stims)
+    counts = part["spike_count"]
+    return _moments(counts, ("stim", "trial", "time"), "1", "spike count per bin").assign_coords(
+        stim=part["stim"].values)
+
+
+def _check_dataset(ds: xr.Dataset, stimulus: str | None) -> None:
+    if stimulus is not None and stimulus not in _STIMULUS_DIMS:
+        raise ValueError(f"stimulus must be 'spectrogram', 'waveform' or None, got {stimulus!r}")
+    needed = {"spike_count": ds.data_vars, "n_trials": ds.data_vars, "duration": ds.coords,
+              "post": ds.attrs}
+    if stimulus:
+        needed[stimulus] = ds.data_vars
+    missing = [name for name, where in needed.items() if name not in where]
+    if missing:
+        hint = " (open_aa4(..., waveform=True) adds it)" if "waveform" in missing else ""
+        raise ValueError(f"not an aa4xr Dataset: missing {', '.join(missing)}{hint}")
+    dropped = {"stim", "neuron", "trial", "time"} - set(ds["spike_count"].dims)
+    if dropped:
+        raise ValueError(f"spike_count lost its {sorted(dropped)} dimension(s) to a scalar selection; "
+                         "select with a list instead, e.g. ds.sel(neuron=[label])")
+    if np.any(np.diff(ds["time"].values) <= 0):
+        raise ValueError("the time coordinate must be increasing")
+
+
+def _item_extents(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per stimulus: the most trials any neuron has, and the bins inside the window."""
+    n_trials = np.nan_to_num(ds["n_trials"].transpose("stim", "neuron").values.astype(float))
+    n_trials = np.minimum(n_trials.max(axis=1, initial=0), ds.sizes["trial"]).astype(int)
+    ends = ds["duration"].values + float(ds.attrs["post"])
+    n_bins = (ds["time"].values[None, :] < ends[:, None]).sum(axis=1)
+    return n_trials, n_bins
+
+
+def _has_stimulus(ds: xr.Dataset, stimulus: str, wanted: np.ndarray) -> np.ndarray:
+    """Per stimulus: is ``stimulus`` recorded at all? Warns naming the wanted ones that are not."""
+    values = ds[stimulus]
+    recorded = values.notnull().any([d for d in values.dims if d != "stim"]).values
+    missing = ds["stim"].values[wanted & ~recorded]
+    if missing.size:
+        warnings.warn(f"TorchDataset skips {missing.size} stimuli whose {stimulus} is all NaN "
+                      f"(no sound file): {', '.join(map(str, missing))}", stacklevel=3)
+    return recorded
+
+
+def _compute_kwargs() -> dict[str, str]:
+    in_worker = torch.utils.data.get_worker_info() is not None
+    return {"scheduler": "synchronous"} if in_worker else {}
+
+
+def _fold(da: xr.DataArray, dims: tuple[Hashable, ...]) -> xr.DataArray:
+    """Fold dimensions that ``ds.where`` broadcast onto ``da`` back.
+
+    Its non-NaN copies are equal, so their NaN-skipping maximum is the value.
+    """
+    extra = [d for d in da.dims if d not in dims]
+    return (da.max(extra) if extra else da).transpose(*dims)
+
+
+def _stimulus_values(da: xr.DataArray, name: str) -> np.ndarray:
+    values = _fold(da, _STIMULUS_DIMS[name]).values
+    if name == "waveform":
+        recorded = np.flatnonzero(~np.isnan(values))
+        values = values[: recorded[-1] + 1 if recorded.size else 0]
+    return np.where(np.isnan(values), 0.0, values)
+
+
+def _pad(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
+    shape = np.max([t.shape for t in tensors], axis=0)
+    out = tensors[0].new_full((len(tensors), *shape), value)
+    for row, tensor in zip(out, tensors):
+        row[tuple(slice(0, n) for n in tensor.shape)] = tensor
+    return out
+
+
+def _moments(da: xr.DataArray, dims: tuple[str, ...], units: str, what: str) -> xr.Dataset:
+    with warnings.catch_warnings():  # a neuron or band without data is NaN, no warning needed
+        warnings.filterwarnings("ignore", "invalid value|Mean of empty|Degrees of freedom", RuntimeWarning)
+        stats = xr.Dataset({"mean": da.mean(dims), "std": da.std(dims)}).compute()
+    stats["mean"].attrs = {"units": units, "long_name": f"mean {what}"}
+    stats["std"].attrs = {"units": units, "long_name": f"standard deviation of {what}"}
+    return stats
