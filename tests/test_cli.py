@@ -38,6 +38,8 @@ def test_info_on_the_sample_and_errors(capsys, tmp_path):
     assert "coverage" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+    assert main(["info", "--sort-types", "single,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
 
 
 def test_inspect_writes_the_three_figures_and_prints_where(corpus, tmp_path, capsys):
