@@ -58,7 +58,7 @@ class Rows:
     values: dict            # TRIAL_ATTRS and zscore/tstat/pvalue (per row, from its group)
 
 
-def _as_list(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
+def check_choices(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
     if value is None:
         return None
     values = [value] if isinstance(value, str) else list(value)
@@ -315,8 +315,8 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     """
     check_errors(errors)
     _check_grid(dt, pre, post)
-    sort_types = _as_list(sort_types, "sort_types", SORT_TYPES)
-    stim_types = _as_list(stim_types, "stim_types", STIM_TYPES)
+    sort_types = check_choices(sort_types, "sort_types", SORT_TYPES)
+    stim_types = check_choices(stim_types, "stim_types", STIM_TYPES)
     root = resolve_root(root)
     paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor,
                         progress=progress)

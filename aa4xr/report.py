@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .dataset import SORT_TYPES, _as_list, open_aa4
+from .dataset import SORT_TYPES, check_choices, open_aa4
 from .layout import resolve_root
 from .store import read_skipped, store_paths
 
@@ -26,7 +26,7 @@ def summarize(root=None, *, sort_types=("single", "multi"), processes: int | Non
     ['animals', 'coverage', 'left_out']
     """
     root = resolve_root(root)
-    sort_types = _as_list(sort_types, "sort_types", SORT_TYPES)
+    sort_types = check_choices(sort_types, "sort_types", SORT_TYPES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         paths = store_paths(root, errors="warn", processes=processes, progress=progress)
