@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 import tempfile
+
+import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
