@@ -110,6 +110,18 @@ def store_size(cache: Path) -> int:
     return sum(p.stat().st_size for p in cache.glob("stores/*.nc"))
 
 
+def corpus_root(root: Path | None, size: str) -> Path:
+    """``root``, or a synthetic corpus of ``size`` under /tmp, written once."""
+    root = root or Path(tempfile.gettempdir()) / f"aa4xr-bench-{size}"
+    if not root.exists():
+        from aa4xr.synthetic import write_corpus
+
+        t0 = time.perf_counter()
+        write_corpus(root, size, seed=1, progress=True)
+        print(f"wrote {size} corpus to {root} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return root
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--size", default="animal", choices=["animal", "full"])
@@ -119,13 +131,7 @@ def main() -> None:
     if args.stage:
         measure(STAGES[args.stage], args.root)
         return
-    root = args.root or Path(tempfile.gettempdir()) / f"aa4xr-bench-{args.size}"
-    if not root.exists():
-        from aa4xr.synthetic import write_corpus
-
-        t0 = time.perf_counter()
-        write_corpus(root, args.size, seed=1, progress=True)
-        print(f"wrote {args.size} corpus to {root} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    root = corpus_root(args.root, args.size)
     cache = Path(tempfile.mkdtemp(prefix="aa4xr-bench-cache-"))
     n_files = len(list(root.glob("*/*.h5")))
     print(f"corpus: {root} ({n_files} unit files), {os.cpu_count()} cores")

@@ -21,7 +21,7 @@ import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import measure, run_stage, store_size  # noqa: E402
+from ingest import corpus_root, measure, run_stage, store_size  # noqa: E402
 
 
 def _open(root: Path, dt: float = 0.001):
@@ -68,11 +68,7 @@ def main() -> None:
     if args.stage:
         measure(STAGES[args.stage], args.root)
         return
-    root = args.root or Path(tempfile.gettempdir()) / f"aa4xr-bench-{args.size}"
-    if not root.exists():
-        from aa4xr.synthetic import write_corpus
-
-        write_corpus(root, args.size, seed=1, progress=True)
+    root = corpus_root(args.root, args.size)
     cache = Path(tempfile.mkdtemp(prefix="aa4xr-scale-cache-"))
     n_files = len(list(root.glob("*/*.h5")))
     print(f"corpus: {root} ({n_files} unit files), {os.cpu_count()} cores")
