@@ -59,6 +59,7 @@ class Rows:
 
 
 def check_choices(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
+    """``value`` (one string or several) as a list, each checked against ``allowed``; None stays None."""
     if value is None:
         return None
     values = [value] if isinstance(value, str) else list(value)

@@ -24,6 +24,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
+import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -253,8 +254,6 @@ def load_tables(path: Path, prefixes: tuple[str, ...] = tuple(TABLE_DIMS),
     magnitude faster than decoding ~50 small variables through netCDF4.
     """
     names = set(names) if names is not None else None
-    import h5py
-
     out = {}
     with h5py.File(path, "r") as f:
         for name in (f if names is None else [n for n in names if n in f]):
@@ -263,16 +262,15 @@ def load_tables(path: Path, prefixes: tuple[str, ...] = tuple(TABLE_DIMS),
             if prefix is None or not isinstance(dset, h5py.Dataset):
                 continue
             values = dset.asstr()[()] if h5py.check_string_dtype(dset.dtype) else dset[()]
-            attrs = {k: v for k, v in dset.attrs.items() if not k.startswith(("_", "DIMENSION", "CLASS", "NAME", "REFERENCE"))}
-            out[name] = xr.Variable(TABLE_DIMS[prefix], np.asarray(values, dtype=object) if values.dtype.kind == "O" else values, attrs)
+            attrs = {k: v for k, v in dset.attrs.items()
+                     if not k.startswith(("_", "DIMENSION", "CLASS", "NAME", "REFERENCE"))}  # netCDF internals
+            out[name] = xr.Variable(TABLE_DIMS[prefix], values, attrs)
         attrs = {k: v for k, v in f.attrs.items() if not k.startswith("_")}
     return xr.Dataset(out, attrs=attrs)
 
 
 def read_spikes(path: str, start: int, stop: int) -> np.ndarray:
     """``spike_time[start:stop]`` of a store, read directly (cheap, picklable call)."""
-    import h5py
-
     with h5py.File(path, "r") as f:
         return f["spike_time"][start:stop]
 
