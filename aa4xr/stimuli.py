@@ -32,13 +32,15 @@ import warnings
 from fractions import Fraction
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import scipy.signal
 import soundfile as sf
 import xarray as xr
+from dask.base import tokenize
 
-from .binning import window_mask
+from ._validate import warn_user
 
 COMPRESSIONS = ("cubic", "log1p", "none")
 #: Sample rate of the AA4 wav headers (TDT's 24414.0625 Hz, stored as an integer).
@@ -46,6 +48,11 @@ AA4_FS = 24414
 #: Bump when the spectrogram's definition changes; cached results are then ignored.
 CACHE_VERSION = 1
 SOURCE_COLUMNS = ("md5", "animal", "number", "path")
+#: ``wav_status`` values: the sound is used (``ok``, ``md5_mismatch``) or its variables are NaN.
+WAV_STATUSES = ("ok", "md5_mismatch", "unreadable", "missing")
+READABLE = ("ok", "md5_mismatch")
+#: Frames transformed at once by :func:`mel_spectrogram` (about 50 MB of FFT at a time).
+FRAME_BLOCK = 8192
 SPECTROGRAM_ATTRS = {
     "cubic": {"units": "1",
               "long_name": "cube root of mel-band power spectral density (full scale^2/Hz)"},
@@ -69,7 +76,17 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     """
     data, fs = sf.read(path, dtype="float64", always_2d=True)
     if data.shape[1] > 1:
-        warnings.warn(f"{os.fspath(path)}: {data.shape[1]} channels, averaged to mono", stacklevel=2)
+        warn_user(f"{os.fspath(path)}: {data.shape[1]} channels, averaged to mono")
+    return data.mean(axis=1), float(fs)
+
+
+def _read_sound(path: str) -> tuple[np.ndarray, float]:
+    """:func:`read_wav` for a file :func:`locate_sounds` checked, naming it if it fails since."""
+    try:
+        data, fs = sf.read(path, dtype="float64", always_2d=True)
+    except (sf.LibsndfileError, OSError) as error:
+        raise OSError(f"{path}: the sound can no longer be read ({_reason(error)}); it was readable "
+                      "when the Dataset was opened: open it again") from None
     return data.mean(axis=1), float(fs)
 
 
@@ -350,9 +367,11 @@ def mel_spectrogram(wave: np.ndarray, fs: float, time: np.ndarray, dt: float, *,
     fmax = fs / 2 if fmax is None else fmax
     n_fft = fft_length(window_length(window_ms, fs), fs, mel_edges(n_mels, fmin, fmax))
     weights, centres = mel_filterbank(n_fft, fs, n_mels, fmin, fmax)
-    hits, power, scale = _frame_power(wave, fs, time, dt, window_ms, n_fft)
-    mel = np.zeros((n_mels, np.size(time)))
-    mel[:, hits] = (power @ (weights * scale).T).T
+    time = np.asarray(time, float)
+    mel = np.zeros((n_mels, time.size))
+    for lo in range(0, time.size, FRAME_BLOCK):  # bounded memory, whatever the number of bins
+        hits, power, scale = _frame_power(wave, fs, time[lo:lo + FRAME_BLOCK], dt, window_ms, n_fft)
+        mel[:, lo + hits] = (power @ (weights * scale).T).T
     return compress(mel, compression, fs).astype(np.float32), centres
 
 
@@ -387,10 +406,15 @@ def locate_sounds(sources: pd.DataFrame, durations: pd.Series, *,
 
     A stimulus (an md5) may be held by several animals, each under its own
     number. Its candidates are the rows of ``sources`` with its md5, in
-    order; the first existing file whose bytes hash to the md5 is used.
-    Otherwise the first existing file is used with a warning naming both md5s
-    and the file (``"md5_mismatch"``); with no file at all, a warning names
-    the md5 (``"missing"``).
+    order. Each existing candidate is checked first as a sound (its header
+    must open as a wav holding samples), then by md5: the first readable
+    file whose bytes hash to the md5 is used. Otherwise the first readable
+    file is used with a warning naming both md5s and the file
+    (``"md5_mismatch"``). When files exist but none is readable (no
+    permission, a folder in the way, empty, a truncated header, not a wav),
+    a warning names the first and why (``"unreadable"``); with no file at
+    all, a warning names the md5 (``"missing"``). Neither stops anything:
+    that stimulus's spectrogram and waveform are all NaN.
 
     Parameters
     ----------
@@ -406,9 +430,10 @@ def locate_sounds(sources: pd.DataFrame, durations: pd.Series, *,
     -------
     DataFrame
         Indexed by ``stim`` (the md5s of ``durations``); columns ``duration``,
-        ``path`` (``""`` if none), ``animal``, ``status`` (``"ok"``,
-        ``"md5_mismatch"``, ``"missing"``), ``file_md5`` (of the file used)
-        and ``fs`` (its header's rate, NaN if none).
+        ``path`` (the file used or found unreadable, ``""`` if none),
+        ``animal``, ``status`` (one of :data:`WAV_STATUSES`), ``reason``
+        (why a file is unreadable, ``""`` otherwise), ``file_md5`` (of the
+        file used) and ``fs`` (its header's rate, NaN if none).
 
     Examples
     --------
@@ -429,29 +454,86 @@ def locate_sounds(sources: pd.DataFrame, durations: pd.Series, *,
     for md5, duration in durations.items():
         found = candidates.get(md5, sources.iloc[:0])
         rows.append({"stim": md5, "duration": float(duration), **_pick_source(md5, found, cache_dir)})
-    return pd.DataFrame(rows, columns=["stim", "duration", "path", "animal", "status", "file_md5", "fs"]
-                        ).set_index("stim")
+    return pd.DataFrame(rows, columns=["stim", "duration", "path", "animal", "status", "reason", "file_md5",
+                                       "fs"]).set_index("stim")
+
+
+def _reason(error: BaseException) -> str:
+    """The cause of a failed read in words, without repeating the path."""
+    if isinstance(error, sf.LibsndfileError):
+        return f"not a readable wav: {error.error_string.rstrip('.')}"
+    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+
+
+def check_sound(path: str) -> tuple[float, int, str]:
+    """``(sample rate, channels, "")`` of a readable wav, or ``(nan, 0, reason)``.
+
+    ``reason`` says why ``path`` cannot serve as a sound: absent
+    (``"missing"``), a folder on the way that cannot be searched, a broken
+    link, not a regular file, empty, a header that libsndfile cannot open
+    (truncated, not a wav) or no samples.
+
+    Examples
+    --------
+    >>> check_sound("/nowhere/stim1.wav")
+    (nan, 0, 'missing')
+    """
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return np.nan, 0, f"a broken symbolic link to {os.readlink(path)}"
+        return np.nan, 0, "missing"
+    except OSError as error:  # a folder on the way cannot be searched, is a file, or loops
+        return np.nan, 0, f"its folder {os.path.dirname(path)} cannot be read ({_reason(error)})"
+    if not os.path.isfile(path):
+        return np.nan, 0, "not a regular file" + (" (a folder)" if os.path.isdir(path) else "")
+    if stat.st_size == 0:
+        return np.nan, 0, "empty (0 bytes)"
+    try:
+        with open(path, "rb") as f:
+            info = sf.info(f)
+    except (sf.LibsndfileError, OSError) as error:
+        return np.nan, 0, _reason(error)
+    if info.frames == 0:
+        return np.nan, 0, "its header holds no samples"
+    return float(info.samplerate), int(info.channels), ""
 
 
 def _pick_source(md5: str, candidates: pd.DataFrame, cache_dir) -> dict:
     """The file to use for ``md5`` among its candidate rows (see :func:`locate_sounds`)."""
-    fallback = None
+    fallback = unreadable = None
     for row in candidates.itertuples():
-        if not os.path.isfile(row.path):
+        fs, channels, reason = check_sound(str(row.path))
+        pick = {"path": str(row.path), "animal": str(row.animal), "reason": reason, "fs": fs}
+        if reason == "missing":
             continue
-        digest = file_md5(row.path, cache_dir)
-        pick = {"path": str(row.path), "animal": str(row.animal), "file_md5": digest}
-        if digest.lower() == str(md5).lower():
-            return {**pick, "status": "ok", "fs": float(sf.info(row.path).samplerate)}
-        fallback = fallback or pick
-    if fallback is None:
-        tried = ", ".join(map(str, candidates["path"])) or "no file listed"
-        warnings.warn(f"no sound file for stimulus {md5} (tried: {tried}); its spectrogram is all NaN",
-                      stacklevel=3)
-        return {"path": "", "animal": "", "status": "missing", "file_md5": "", "fs": np.nan}
-    warnings.warn(f"{fallback['path']}: md5 of the file's bytes is {fallback['file_md5']}, "
-                  f"not the stimulus's {md5}; using it anyway", stacklevel=3)
-    return {**fallback, "status": "md5_mismatch", "fs": float(sf.info(fallback["path"]).samplerate)}
+        if reason:
+            unreadable = unreadable or pick
+            continue
+        pick["file_md5"] = file_md5(row.path, cache_dir)
+        if pick["file_md5"].lower() == str(md5).lower():
+            return _used({**pick, "status": "ok"}, channels)
+        fallback = fallback or (pick, channels)
+    if fallback is not None:
+        pick, channels = fallback
+        warn_user(f"{pick['path']}: md5 of the file's bytes is {pick['file_md5']}, "
+                  f"not the stimulus's {md5}; using it anyway")
+        return _used({**pick, "status": "md5_mismatch"}, channels)
+    if unreadable is not None:
+        warn_user(f"{unreadable['path']}: the sound of stimulus {md5} cannot be read: {unreadable['reason']}; "
+                  "its spectrogram and waveform are all NaN (its responses are kept)")
+        return {**unreadable, "status": "unreadable", "file_md5": ""}
+    tried = ", ".join(map(str, candidates["path"])) or "no file listed"
+    warn_user(f"no sound file for stimulus {md5} (tried: {tried}); its spectrogram and waveform are all NaN")
+    return {"path": "", "animal": "", "status": "missing", "reason": "", "file_md5": "", "fs": np.nan}
+
+
+def _used(pick: dict, channels: int) -> dict:
+    """``pick``, after warning that a file of several channels is averaged to mono."""
+    if channels > 1:
+        warn_user(f"{pick['path']}: {channels} channels, averaged to mono")
+    return pick
 
 
 def _cache_file(cache_dir: Path, md5: str, path: str, time: np.ndarray, params: dict) -> Path:
@@ -478,7 +560,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 def _resolve_fmax(sounds: pd.DataFrame, fmax: float | None) -> float:
     """``fmax``, by default the lowest Nyquist frequency among the sounds found."""
-    found = sounds[sounds["path"] != ""]
+    found = sounds[sounds["status"].isin(READABLE)]
     if found.empty:
         return float(AA4_FS / 2 if fmax is None else fmax)
     lowest = found["fs"].idxmin()
@@ -540,19 +622,20 @@ def stimulus_spectrograms(sounds: pd.DataFrame, time: np.ndarray, dt: float, pos
     centres = mel_edges(n_mels, fmin, fmax)[1:-1]
     params = {"dt": float(dt), "window_ms": float(window_ms), "n_mels": int(n_mels),
               "fmin": float(fmin), "fmax": fmax, "compression": compression}
-    inside = window_mask(time, sounds["duration"].to_numpy(float), post)
-    out = np.full((len(sounds), n_mels, time.size), np.nan, np.float32)
-    for i, (md5, path) in enumerate(sounds["path"].items()):
-        if path:
-            out[i][:, inside[i]] = _spectrogram(md5, path, time[inside[i]], params, cache_dir)
+    n_inside = np.searchsorted(time, sounds["duration"].to_numpy(float) + post)  # bins t_k < duration + post
+    time_key = f"time-{tokenize(time)}"
+    blocks = [(_spectrogram_block, md5, path, time_key, int(n), params, cache_dir)
+              for md5, path, n in zip(sounds.index, _usable_paths(sounds), n_inside)]
+    spectrogram = _per_stimulus("spectrogram", blocks, (n_mels, time.size), {time_key: time})
     diagnostics = {
-        "wav_path": (sounds["path"], {"long_name": "wav file used"}),
-        "wav_status": (sounds["status"], {"long_name": "wav file check: ok, md5_mismatch or missing"}),
+        "wav_path": (sounds["path"], {"long_name": "wav file used, or found unreadable"}),
+        "wav_status": (sounds["status"], {"long_name": f"wav file check: {', '.join(WAV_STATUSES)}"}),
+        "wav_reason": (sounds["reason"], {"long_name": "why the wav file is unreadable"}),
         "wav_md5": (sounds["file_md5"], {"long_name": "md5 of the wav file's bytes"}),
         "wav_fs": (sounds["fs"], {"long_name": "wav header sample rate", "units": "Hz"}),
     }
     return xr.Dataset(
-        {"spectrogram": (("stim", "frequency", "time"), out,
+        {"spectrogram": (("stim", "frequency", "time"), spectrogram,
                          {**SPECTROGRAM_ATTRS[compression], "mel_scale": "htk", "window": "hann",
                           **{k: v for k, v in params.items() if k != "dt"}})},
         coords={
@@ -565,13 +648,41 @@ def stimulus_spectrograms(sounds: pd.DataFrame, time: np.ndarray, dt: float, pos
     )
 
 
+def _usable_paths(sounds: pd.DataFrame) -> list[str]:
+    """Per stimulus, the wav file to read, or ``""`` when its variables stay NaN."""
+    return [path if status in READABLE else "" for path, status in zip(sounds["path"], sounds["status"])]
+
+
+def _per_stimulus(name: str, blocks: list[tuple], shape: tuple[int, ...], shared: dict) -> da.Array:
+    """A lazy float32 ``(stim, *shape)`` array, one dask task (a ``blocks`` entry) per stimulus.
+
+    ``shared`` holds graph entries the tasks refer to by key (e.g. the time
+    bins), so a scheduler ships them once rather than once per stimulus.
+    """
+    if not blocks:
+        return da.zeros((0, *shape), np.float32)
+    token = f"{name}-{tokenize(blocks, shared)}"
+    graph = {**shared, **{(token, i, *(0,) * len(shape)): block for i, block in enumerate(blocks)}}
+    return da.Array(graph, token, chunks=((1,) * len(blocks), *((n,) for n in shape)), dtype=np.float32,
+                    meta=np.empty((0,) * (1 + len(shape)), np.float32))
+
+
+def _spectrogram_block(md5: str, path: str, time: np.ndarray, n_inside: int, params: dict,
+                       cache_dir: str | os.PathLike | None) -> np.ndarray:
+    """Dask task: ``(1, n_mels, time)`` of one stimulus, NaN from bin ``n_inside`` on or without ``path``."""
+    out = np.full((1, params["n_mels"], time.size), np.nan, np.float32)
+    if path:
+        out[0, :, :n_inside] = _spectrogram(md5, path, time[:n_inside], params, cache_dir)
+    return out
+
+
 def _spectrogram(md5: str, path: str, time: np.ndarray, params: dict,
                  cache_dir: str | os.PathLike | None) -> np.ndarray:
     """One stimulus's mel spectrogram on ``time``, through the cache when there is one."""
     cached = _cache_file(Path(cache_dir), md5, path, time, params) if cache_dir is not None else None
     if cached is not None and cached.is_file():
         return np.load(cached)
-    wave, fs = read_wav(path)
+    wave, fs = _read_sound(path)
     spec, _ = mel_spectrogram(wave, fs, time, params["dt"], window_ms=params["window_ms"],
                               n_mels=params["n_mels"], fmin=params["fmin"], fmax=params["fmax"],
                               compression=params["compression"])
@@ -627,19 +738,24 @@ def stimulus_waveforms(sounds: pd.DataFrame, *, audio_fs: float = 24000.0) -> xr
     durations = sounds["duration"].to_numpy(float)
     n_samples = int(np.ceil(np.max(durations, initial=0.0) * audio_fs))
     sample_time = np.arange(n_samples) / audio_fs
-    out = np.full((len(sounds), n_samples), np.nan, np.float32)
-    for i, path in enumerate(sounds["path"]):
-        if path:
-            wave, fs = read_wav(path)
-            n_inside = int(np.count_nonzero(sample_time < durations[i]))
-            row = np.zeros(n_inside)
-            resampled = resample(wave, fs, audio_fs)[:n_inside]
-            row[:resampled.size] = resampled
-            out[i, :n_inside] = row
+    n_inside = np.searchsorted(sample_time, durations)  # samples before the stimulus's end
+    blocks = [(_waveform_block, path, n_samples, int(n), float(audio_fs))
+              for path, n in zip(_usable_paths(sounds), n_inside)]
     return xr.Dataset(
-        {"waveform": (("stim", "sample"), out,
+        {"waveform": (("stim", "sample"), _per_stimulus("waveform", blocks, (n_samples,), {}),
                       {"long_name": "stimulus sound pressure (full scale)", "units": "1",
                        "audio_fs": float(audio_fs)})},
         coords={"stim": sounds.index.to_numpy(object),
                 "sample_time": ("sample", sample_time, {"long_name": "time from stimulus onset", "units": "s"})},
     )
+
+
+def _waveform_block(path: str, n_samples: int, n_inside: int, audio_fs: float) -> np.ndarray:
+    """Dask task: ``(1, n_samples)`` of one stimulus: its sound, 0 after the file's end, NaN from ``n_inside`` on."""
+    out = np.full((1, n_samples), np.nan, np.float32)
+    if path:
+        wave, fs = _read_sound(path)
+        resampled = resample(wave, fs, audio_fs)[:n_inside]
+        out[0, :n_inside] = 0.0
+        out[0, :resampled.size] = resampled
+    return out
