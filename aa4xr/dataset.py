@@ -15,7 +15,7 @@ from dask.base import tokenize
 
 from . import __version__
 from .binning import count_block, time_grid
-from .layout import resolve_root
+from .layout import resolve_root, wav_file_name
 from .read import TRIAL_ATTRS
 from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
 from .store import cache_dir, check_errors, load_tables, read_spikes, stim_order, store_paths
@@ -38,6 +38,8 @@ ATTRS = {
     "time": {"long_name": "bin start from stimulus onset", "units": "s"},
     "duration": {"long_name": "stimulus duration", "units": "s"},
     "trial": {"long_name": "trial in presentation order"},
+    "protocol": {"long_name": "protocol group of the trial in its unit file (\"\" where no trial)"},
+    "trial_name": {"long_name": "the trial's own group name in its unit file (\"\" where no trial)"},
     "stim": {"long_name": "md5 of the stimulus sound"},
     "neuron": {"long_name": "<animal>/<unit file stem>"},
     "ldepth": {"long_name": "left electrode array depth", "units": "um"},
@@ -56,6 +58,7 @@ class Rows:
     start: np.ndarray       # offset into its store's spike_time
     size: np.ndarray
     values: dict            # TRIAL_ATTRS and zscore/tstat/pvalue (per row, from its group)
+    labels: dict            # protocol and trial_name (str, per row)
 
 
 def check_choices(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
@@ -111,8 +114,8 @@ def _groups_table(tables: xr.Dataset) -> pd.DataFrame:
 COLLECTED = (
     *(f"unit_{k}" for k in ("stem", "site", "sort_type", "electrode", "sort_id", "ldepth", "rdepth", "subsort_id")),
     *(f"group_{k}" for k in ("stim_md5", "stim_type", "callid", "stim_class", "stim_duration", "zscore", "tstat",
-                             "pvalue", "number", "unit")),
-    *(f"row_{k}" for k in ("size", "unit", "group", "trial", *TRIAL_ATTRS)),
+                             "pvalue", "number", "unit", "protocol", "tdt_wavfile")),
+    *(f"row_{k}" for k in ("size", "unit", "group", "trial", "trial_name", *TRIAL_ATTRS)),
 )
 
 
@@ -188,9 +191,10 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
             "trial": tables["row_trial"].values[keep], "start": starts[keep], "size": tables["row_size"].values[keep],
             **{k: tables[f"row_{k}"].values[keep] for k in TRIAL_ATTRS},
             **{k: g[k].values[row_g[keep]] for k in ("zscore", "tstat", "pvalue")},
+            "protocol": tables["group_protocol"].values.astype(str)[row_g[keep]],
+            "trial_name": tables["row_trial_name"].values.astype(str)[keep],
         })
-        sources.append(pd.DataFrame({"md5": g["md5"], "animal": animal, "number": tables["group_number"].values.astype(int)})
-                       .drop_duplicates().assign(path=lambda d: [str(root / animal / "wavfiles" / f"stim{n}.wav") for n in d["number"]]))
+        sources.append(_sound_sources(root, animal, g["md5"].to_numpy(), tables))
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
         offset += len(u)
         groups.append(g[group_kept])
@@ -203,8 +207,30 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
     neuron_pos = pd.Index(units_df["_old"]).get_indexer(cat["unit"])
     rows = Rows(path=cat["path"], stim=stim_pos, neuron=neuron_pos, trial=cat["trial"].astype("i8"),
                 start=cat["start"], size=cat["size"].astype("i8"),
-                values={k: cat[k] for k in (*TRIAL_ATTRS, "zscore", "tstat", "pvalue")})
-    return stims, units_df.drop(columns="_old"), rows, pd.concat(sources, ignore_index=True)
+                values={k: cat[k] for k in (*TRIAL_ATTRS, "zscore", "tstat", "pvalue")},
+                labels={k: cat[k] for k in ("protocol", "trial_name")})
+    sources = pd.concat(sources, ignore_index=True).sort_values("by_name", ascending=False, kind="stable")
+    return stims, units_df.drop(columns="_old"), rows, sources.drop(columns="by_name")
+
+
+def _sound_sources(root: Path, animal: str, md5: np.ndarray, tables: xr.Dataset) -> pd.DataFrame:
+    """Where each stimulus group's sound may be: first the file named by its
+    ``tdt_wavfile`` (the part after ``Stims/``), then ``stim<number>.wav``."""
+    folder = root / animal / "wavfiles"
+    numbered = pd.DataFrame({"md5": md5, "animal": animal, "number": tables["group_number"].values.astype(int)})
+    numbered["path"] = [str(folder / f"stim{n}.wav") for n in numbered["number"]]
+    tdt = tables["group_tdt_wavfile"].values.astype(str) if "group_tdt_wavfile" in tables else np.full(md5.size, "")
+    named = numbered.assign(path=[str(folder / wav_file_name(t)) if wav_file_name(t) else "" for t in tdt])
+    return pd.concat([named[named["path"] != ""].assign(by_name=True), numbered.assign(by_name=False)],
+                     ignore_index=True).drop_duplicates(["md5", "path"])
+
+
+def _dense_labels(rows: Rows, shape: tuple, key: str) -> np.ndarray:
+    """Per-trial strings on the (stim, neuron, trial) grid, ``""`` where there is no trial."""
+    labels = rows.labels[key]
+    out = np.full(shape, "", dtype=f"<U{max(1, max(map(len, labels), default=1))}")
+    out[rows.stim, rows.neuron, rows.trial] = labels
+    return out
 
 
 def _dense(rows: Rows, shape: tuple, key: str, first_trial: bool = False) -> np.ndarray:
@@ -337,6 +363,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
             "n_trials": (sn, n_trials),
             **{k: (snt, _dense(rows, shape, k)) for k in TRIAL_ATTRS},
             **{k: (sn, _dense(rows, shape, k, first_trial=True)) for k in ("zscore", "tstat", "pvalue")},
+            **{k: (snt, _dense_labels(rows, shape, k)) for k in ("protocol", "trial_name")},
         },
         coords={
             "stim": stims["md5"].to_numpy(object),

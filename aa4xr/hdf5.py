@@ -1,235 +1,199 @@
-"""Per-trial HDF5 reads straight through libhdf5, the library h5py has loaded.
+"""An AA4 unit file as a small tree: groups, their attributes and datasets.
 
-An AA4 unit file holds ~1,400 trial groups, each with a ``spike_times``
-dataset and four scalar attributes: ~10 HDF5 calls per trial. Through h5py,
-even its low-level API, each call costs a Python object, a lock and a weakref
-registration (~20 us); through ``ctypes`` into the same libhdf5 it costs ~2 us.
-Measured on the "animal" benchmark corpus this halves the per-trial cost and
-brings it below the cost of reading ``spike_times`` alone with h5py
-(``benchmarks/ingest.py``). When the library cannot be located (an unusual
-h5py build), :func:`read_trials` falls back to h5py's low-level API, with the
-same results.
+:func:`open_unit_file` yields the root :class:`Group` of a file. Two readers
+implement the same four methods (``members``, ``group``, ``attrs``,
+``dataset``):
 
-Calls are made under h5py's global lock, so they never race h5py's own.
+- ``"direct"`` (:mod:`aa4xr.h5direct`, when present): parses the few HDF5
+  structures the AA4 writers use straight from the file's bytes; anything else
+  raises :class:`Unsupported` and the caller reads the file with h5py;
+- ``"h5py"``: h5py's public low-level API, for any HDF5 file.
+
+``$AA4XR_READER=h5py`` forces the h5py reader. Either reader records in
+:class:`Features` what it met (superblock version, string encodings, dataset
+shapes and types), so ``aa4xr check`` can say how each file was read.
 """
 
 from __future__ import annotations
 
-import ctypes
-import glob
 import os
-from functools import lru_cache
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol
 
 import h5py
 import numpy as np
 
-HID = ctypes.c_int64
-SILENT = -999.0
+READERS = ("direct", "h5py")
+#: What :meth:`Group.members` reports for each link.
+GROUP, DATASET, OTHER = "group", "dataset", "other"
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL | None:
-    """The libhdf5 that h5py uses, with the signatures declared; None if not found."""
-    if os.environ.get("AA4XR_NO_CTYPES"):
-        return None
-    candidates = glob.glob(os.path.join(os.path.dirname(h5py.__file__), os.pardir, "h5py.libs", "libhdf5-*.so*"))
-    if not candidates and os.path.exists("/proc/self/maps"):
-        with open("/proc/self/maps") as maps:
-            candidates = sorted({line.split()[-1] for line in maps if "/libhdf5.so" in line
-                                 or "/libhdf5-" in line and "_hl" not in line})
-    candidates = [c for c in candidates if "_hl" not in os.path.basename(c)]
-    if not candidates:
-        return None
-    lib = ctypes.CDLL(candidates[0])
-    for name, args, res in (
-        ("H5Gopen2", [HID, ctypes.c_char_p, HID], HID),
-        ("H5Dopen2", [HID, ctypes.c_char_p, HID], HID),
-        ("H5Aopen", [HID, ctypes.c_char_p, HID], HID),
-        ("H5Aexists", [HID, ctypes.c_char_p], ctypes.c_int),
-        ("H5Dget_space", [HID], HID),
-        ("H5Aget_space", [HID], HID),
-        ("H5Sget_simple_extent_npoints", [HID], ctypes.c_int64),
-        ("H5Dread", [HID, HID, HID, HID, HID, ctypes.c_void_p], ctypes.c_int),
-        ("H5Aread", [HID, HID, ctypes.c_void_p], ctypes.c_int),
-        ("H5Gclose", [HID], ctypes.c_int),
-        ("H5Dclose", [HID], ctypes.c_int),
-        ("H5Aclose", [HID], ctypes.c_int),
-        ("H5Sclose", [HID], ctypes.c_int),
-        ("H5Aiterate2", [HID, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
-         ctypes.c_int),
-        ("H5Aget_type", [HID], HID),
-        ("H5Tget_class", [HID], ctypes.c_int),
-        ("H5Tis_variable_str", [HID], ctypes.c_int),
-        ("H5Tget_size", [HID], ctypes.c_size_t),
-        ("H5Tclose", [HID], ctypes.c_int),
-        ("H5Treclaim", [HID, HID, HID, ctypes.c_void_p], ctypes.c_int),
-    ):
-        func = getattr(lib, name)
-        func.argtypes, func.restype = args, res
-    lib.H5open()
-    lib.native_double = HID.in_dll(lib, "H5T_NATIVE_DOUBLE_g").value
-    lib.native_int64 = HID.in_dll(lib, "H5T_NATIVE_LLONG_g").value
-    return lib
+class Unsupported(Exception):
+    """A structure the direct reader does not parse: the file goes to h5py instead."""
 
 
-INTEGER, FLOAT, STRING = 0, 1, 3  # H5T_class_t
-ATTR_OPERATOR = ctypes.CFUNCTYPE(ctypes.c_int, HID, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p)
+@dataclass
+class Features:
+    """What reading one file met.
 
-
-def _attr_value(lib: ctypes.CDLL, aid: int):
-    """One attribute's value: a scalar, or an array when it holds several; ``...`` if unsupported."""
-    tid = lib.H5Aget_type(aid)
-    space = lib.H5Aget_space(aid)
-    try:
-        n = lib.H5Sget_simple_extent_npoints(space)
-        kind = lib.H5Tget_class(tid)
-        if n < 1:
-            return None
-        if kind in (INTEGER, FLOAT):
-            buf = np.empty(n, "i8" if kind == INTEGER else "f8")
-            mtype = lib.native_int64 if kind == INTEGER else lib.native_double
-            _check(lib.H5Aread(aid, mtype, buf.ctypes.data), "read an attribute")
-            values = buf.tolist()
-        elif kind == STRING and lib.H5Tis_variable_str(tid) > 0:
-            ptrs = (ctypes.c_char_p * n)()
-            _check(lib.H5Aread(aid, tid, ptrs), "read an attribute")  # the file's type: same charset
-            values = [p or b"" for p in ptrs]
-            lib.H5Treclaim(tid, space, 0, ptrs)
-        elif kind == STRING:
-            size = lib.H5Tget_size(tid)
-            buf = ctypes.create_string_buffer(size * n)
-            _check(lib.H5Aread(aid, tid, buf), "read an attribute")
-            values = [buf.raw[i * size:(i + 1) * size].rstrip(b"\0") for i in range(n)]
-        else:
-            return ...
-    finally:
-        lib.H5Sclose(space)
-        lib.H5Tclose(tid)
-    return values[0] if n == 1 else np.array(values)
-
-
-def read_attrs(oid: h5py.h5o.ObjectID) -> dict:
-    """Every attribute of an HDF5 object, raw (bytes, ints, floats, arrays).
-
-    Integer, float and string attributes are read through libhdf5 directly;
-    anything else (and everything when the library is not found) through h5py.
+    Attributes
+    ----------
+    reader : str
+        ``"direct"`` or ``"h5py"``.
+    superblock : int or None
+        The superblock version.
+    fallback : str
+        Why the direct reader handed the file to h5py ("" when it did not).
+    strings, numbers, shapes : Counter
+        Attribute string encodings (``"vlen"``, ``"fixed NULLTERM"``,
+        ``"fixed NULLTERM without NUL"``, ``"fixed NULLPAD"``, ``"fixed
+        SPACEPAD"``), attribute number types (``"int64"``, ``"float64"``, ...)
+        and dataset shapes and types (``"float64 (n, 1)"``, ``"int64 scalar"``).
     """
-    lib = _library()
-    if lib is None:
-        return _read_attrs_h5py(oid)
-    out: dict = {}
-    errors: list[Exception] = []
 
-    def visit(loc, name, info, data):
-        aid = lib.H5Aopen(loc, name, 0)
-        try:
-            out[name.decode()] = _attr_value(lib, aid)
-        except OSError as exc:  # an exception must not cross the C boundary
-            errors.append(exc)
-            return -1
-        finally:
-            lib.H5Aclose(aid)
-        return 0
+    reader: str
+    superblock: int | None = None
+    fallback: str = ""
+    strings: Counter = field(default_factory=Counter)
+    numbers: Counter = field(default_factory=Counter)
+    shapes: Counter = field(default_factory=Counter)
 
-    with h5py._objects.phil:
-        status = lib.H5Aiterate2(oid.id, 0, 0, None, ATTR_OPERATOR(visit), None)
-    if errors:
-        raise errors[0]
-    _check(status, "list attributes")
-    if any(v is ... for v in out.values()):
-        fallback = _read_attrs_h5py(oid)
-        out = {k: fallback[k] if v is ... else v for k, v in out.items()}
-    return out
+    def writer(self) -> str:
+        """``"MATLAB"`` when every number is float64 and every string fixed-length,
+        ``"h5py"`` when any is not, ``""`` when the file held neither.
+
+        Examples
+        --------
+        >>> Features("h5py", numbers=Counter({"float64": 3}), strings=Counter({"fixed NULLTERM": 2})).writer()
+        'MATLAB'
+        """
+        if not self.numbers and not self.strings:
+            return ""
+        matlab = set(self.numbers) <= {"float64"} and all(k.startswith("fixed") for k in self.strings)
+        return "MATLAB" if matlab else "h5py"
 
 
-def _read_attrs_h5py(oid: h5py.h5o.ObjectID) -> dict:
-    out = {}
-    for i in range(h5py.h5a.get_num_attrs(oid)):
-        attr = h5py.h5a.open(oid, index=i)
-        if attr.shape is None:  # empty dataspace
-            out[attr.name.decode()] = None
-            continue
+def shape_kind(shape: tuple[int, ...]) -> str:
+    """Name a dataset shape the way AA4_FORMAT.md does.
+
+    Examples
+    --------
+    >>> [shape_kind(s) for s in [(), (5,), (5, 1), (1, 5), (1, 1), (2, 3)]]
+    ['scalar', '(n,)', '(n, 1)', '(1, n)', '(1, 1)', '(2, 3)']
+    """
+    if shape == ():
+        return "scalar"
+    if len(shape) == 1:
+        return "(n,)"
+    if shape == (1, 1):
+        return "(1, 1)"
+    if len(shape) == 2 and shape[1] == 1:
+        return "(n, 1)"
+    if len(shape) == 2 and shape[0] == 1:
+        return "(1, n)"
+    return str(tuple(shape))
+
+
+class Group(Protocol):
+    """One HDF5 group of a unit file, as both readers present it."""
+
+    path: str
+    features: Features
+
+    def members(self) -> dict[str, str]:
+        """Link names -> :data:`GROUP`, :data:`DATASET` or :data:`OTHER`."""
+
+    def group(self, name: str) -> "Group":
+        """The member group ``name``."""
+
+    def attrs(self) -> dict[str, Any]:
+        """Every attribute: ``str`` for strings (padding removed), NumPy scalars of
+        the stored type for numbers, arrays for several values, None when empty."""
+
+    def dataset(self, name: str) -> np.ndarray:
+        """The member dataset ``name`` with its stored shape and type."""
+
+
+STRPAD = {h5py.h5t.STR_NULLTERM: "NULLTERM", h5py.h5t.STR_NULLPAD: "NULLPAD", h5py.h5t.STR_SPACEPAD: "SPACEPAD"}
+
+
+class H5pyGroup:
+    """:class:`Group` through h5py's public low-level API."""
+
+    def __init__(self, gid: h5py.h5g.GroupID, path: str, features: Features):
+        self._gid, self.path, self.features = gid, path, features
+
+    def members(self) -> dict[str, str]:
+        kinds = {h5py.h5o.TYPE_GROUP: GROUP, h5py.h5o.TYPE_DATASET: DATASET}
+        out = {}
+        for name in self._gid:
+            try:
+                out[name.decode()] = kinds.get(h5py.h5o.get_info(self._gid, name).type, OTHER)
+            except KeyError:  # a dangling soft or external link
+                out[name.decode()] = OTHER
+        return out
+
+    def group(self, name: str) -> H5pyGroup:
+        return H5pyGroup(h5py.h5g.open(self._gid, name.encode()), f"{self.path.rstrip('/')}/{name}", self.features)
+
+    def attrs(self) -> dict[str, Any]:
+        out = {}
+        for i in range(h5py.h5a.get_num_attrs(self._gid)):
+            attr = h5py.h5a.open(self._gid, index=i)
+            out[attr.name.decode()] = self._attr_value(attr)
+        return out
+
+    def _attr_value(self, attr: h5py.h5a.AttrID) -> Any:
+        if attr.shape is None:  # an empty dataspace
+            return None
+        tid = attr.get_type()
         buf = np.empty(attr.shape, dtype=attr.dtype)
         attr.read(buf, mtype=h5py.h5t.py_create(attr.dtype))
-        out[attr.name.decode()] = buf if buf.ndim else buf[()]
-    return out
+        if isinstance(tid, h5py.h5t.TypeStringID):
+            if tid.is_variable_str():
+                kind = "vlen"
+            else:
+                kind = f"fixed {STRPAD.get(tid.get_strpad(), 'other')}"
+                if kind == "fixed NULLTERM" and all(len(v) == tid.get_size() for v in buf.reshape(-1)):
+                    kind += " without NUL"
+            self.features.strings[kind] += 1
+            text = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                             for v in buf.reshape(-1)], dtype=object).reshape(buf.shape)
+            return text if text.ndim else text[()]
+        self.features.numbers[buf.dtype.name] += 1
+        return buf if buf.ndim else buf[()]
+
+    def dataset(self, name: str) -> np.ndarray:
+        did = h5py.h5d.open(self._gid, name.encode())
+        buf = np.empty(did.shape, dtype=did.dtype)
+        if buf.size:
+            did.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
+        self.features.shapes[f"{buf.dtype.name} {shape_kind(buf.shape)}"] += 1
+        return buf
 
 
-def _check(value: int, what: str) -> int:
-    if value < 0:
-        raise OSError(f"HDF5 could not {what}")
-    return value
+def reader_choice(reader: str | None = None) -> str:
+    """The reader to use: ``reader``, else ``$AA4XR_READER``, else ``"direct"``.
 
-
-def _read_ctypes(lib: ctypes.CDLL, parent: int, names: list[bytes], attrs: tuple[bytes, ...]):
-    f64 = lib.native_double
-    spikes, values = [], np.full((len(names), len(attrs)), np.nan)
-    for i, name in enumerate(names):
-        gid = _check(lib.H5Gopen2(parent, name, 0), f"open trial group {name.decode()}")
-        try:
-            did = _check(lib.H5Dopen2(gid, b"spike_times", 0), f"open {name.decode()}/spike_times")
-            try:
-                space = lib.H5Dget_space(did)
-                n = lib.H5Sget_simple_extent_npoints(space)
-                lib.H5Sclose(space)
-                buf = np.empty(max(n, 0), "f8")
-                _check(lib.H5Dread(did, f64, 0, 0, 0, buf.ctypes.data), f"read {name.decode()}/spike_times")
-            finally:
-                lib.H5Dclose(did)
-            for j, attr in enumerate(attrs):
-                if lib.H5Aexists(gid, attr) > 0:
-                    aid = lib.H5Aopen(gid, attr, 0)
-                    space = lib.H5Aget_space(aid)
-                    cell = np.empty(max(lib.H5Sget_simple_extent_npoints(space), 1), "f8")
-                    lib.H5Sclose(space)
-                    if lib.H5Aread(aid, f64, cell.ctypes.data) >= 0:
-                        values[i, j] = cell[0]
-                    lib.H5Aclose(aid)
-        finally:
-            lib.H5Gclose(gid)
-        spikes.append(buf[:0] if buf.size == 1 and buf[0] == SILENT else buf)
-    return spikes, values
-
-
-def _read_h5py(parent: h5py.h5g.GroupID, names: list[bytes], attrs: tuple[bytes, ...]):
-    spikes, values = [], np.full((len(names), len(attrs)), np.nan)
-    for i, name in enumerate(names):
-        gid = h5py.h5g.open(parent, name)
-        dset = h5py.h5d.open(gid, b"spike_times")
-        buf = np.empty(dset.shape, "f8")
-        dset.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
-        buf = buf.reshape(-1)
-        for j, attr in enumerate(attrs):
-            if h5py.h5a.exists(gid, attr):
-                a = h5py.h5a.open(gid, attr)
-                cell = np.empty(a.shape, "f8")
-                a.read(cell)
-                values[i, j] = cell.reshape(-1)[0] if cell.size else np.nan
-        spikes.append(buf[:0] if buf.size == 1 and buf[0] == SILENT else buf)
-    return spikes, values
-
-
-def read_trials(parent: h5py.h5g.GroupID, names: list[bytes], attrs: tuple[bytes, ...]):
-    """Spike times and numeric attributes of the trial groups ``names`` under ``parent``.
-
-    Parameters
-    ----------
-    parent : h5py.h5g.GroupID
-        The stimulus group.
-    names : list of bytes
-        Trial group names, in the order wanted.
-    attrs : tuple of bytes
-        Numeric scalar attributes to read from each trial group.
-
-    Returns
-    -------
-    spikes : list of ndarray
-        float64 spike times per trial; a trial storing the -999 sentinel is empty.
-    values : ndarray, shape (len(names), len(attrs))
-        The attributes as float64, NaN where absent.
+    Examples
+    --------
+    >>> reader_choice("h5py")
+    'h5py'
     """
-    lib = _library()
-    with h5py._objects.phil:
-        if lib is None:
-            return _read_h5py(parent, names, attrs)
-        return _read_ctypes(lib, parent.id, names, attrs)
+    chosen = reader or os.environ.get("AA4XR_READER") or "direct"
+    if chosen not in READERS:
+        raise ValueError(f"reader {chosen!r} (or $AA4XR_READER): expected one of {READERS}")
+    return chosen
+
+
+@contextmanager
+def open_h5py(path: str | os.PathLike) -> Iterator[H5pyGroup]:
+    """The root group of a file, through h5py. Raises ``OSError`` when it is not HDF5."""
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY)
+    try:
+        features = Features("h5py", superblock=fid.get_create_plist().get_version()[0])
+        yield H5pyGroup(h5py.h5g.open(fid, b"/"), "/", features)
+    finally:
+        fid.close()

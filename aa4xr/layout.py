@@ -59,6 +59,24 @@ def decode_attr(value: Any) -> Any:
     return value
 
 
+def wav_file_name(tdt_wavfile: str | None) -> str:
+    """The sound's file name from a ``tdt_wavfile`` attribute ("" when absent).
+
+    The lab finds a sound by the part of ``tdt_wavfile`` after ``Stims/``;
+    either path separator may occur.
+
+    Examples
+    --------
+    >>> wav_file_name("/auto/fdata/solveig/Stims/stim12.wav")
+    'stim12.wav'
+    >>> wav_file_name("C:\\Stims\\stim3.wav"), wav_file_name(None), wav_file_name("None")
+    ('stim3.wav', '', '')
+    """
+    if not tdt_wavfile or tdt_wavfile in ("None", "nan"):
+        return ""
+    return re.split(r"[\\/]", str(tdt_wavfile).strip())[-1]
+
+
 def parse_unit_name(stem: str) -> dict[str, Any]:
     """Parse a unit file stem into site, depths, electrode and sort ids.
 
@@ -106,12 +124,12 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
 
 
 def find_animals(root: Path) -> list[str]:
-    """Animal folders under ``root``: sub-folders holding at least one ``*.h5`` file.
+    """Animal folders under ``root``: sub-folders holding at least one unit file.
 
     Raises ``FileNotFoundError`` when there is none, saying what was expected.
     """
     animals = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.h5"))
+        p.name for p in root.iterdir() if p.is_dir() and any(UNIT_NAME.match(h5.stem) for h5 in p.glob("*.h5"))
     )
     if not animals:
         raise FileNotFoundError(
@@ -139,18 +157,35 @@ def select_animals(available: list[str], animals: Iterable[str] | str | None) ->
 
 
 def find_unit_files(root: Path, animal: str) -> pd.DataFrame:
-    """One row per ``*.h5`` unit file of an animal, sorted by file name.
+    """One row per unit file of an animal (a ``*.h5`` named like a unit), sorted by name.
 
     Columns: ``animal``, ``stem``, ``path`` (absolute), ``size``, ``mtime_ns``.
+    Other ``*.h5`` files (e.g. ``Old_Units*.h5``) are listed by
+    :func:`find_other_files`, never read as units.
     """
     rows = []
     for path in sorted((root / animal).glob("*.h5")):
+        if not UNIT_NAME.match(path.stem):
+            continue
         stat = path.stat()
         rows.append(
             {"animal": animal, "stem": path.stem, "path": str(path),
              "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         )
     return pd.DataFrame(rows, columns=["animal", "stem", "path", "size", "mtime_ns"])
+
+
+def find_other_files(root: Path, animals: Iterable[str]) -> list[str]:
+    """The ``*.h5`` files of the animals' folders that are not unit files by name.
+
+    Examples
+    --------
+    >>> from aa4xr.synthetic import sample_corpus
+    >>> [Path(p).name for p in find_other_files(sample_corpus(), ["LblBlu2028M"])][:1]
+    ['Old_Units_Site2_L2200R2700_e31_s2_ss1.h5']
+    """
+    return [str(path) for animal in animals for path in sorted((root / animal).glob("*.h5"))
+            if not UNIT_NAME.match(path.stem)]
 
 
 def find_wav_files(root: Path, animals: Iterable[str]) -> pd.DataFrame:

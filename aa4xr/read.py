@@ -1,20 +1,28 @@
-"""Read one AA4 unit file: its trials' spike times (flat) and its metadata.
+"""Read one AA4 unit file: its trials' spike times (flat) and everything else it holds.
 
-HDF5's per-object cost dominates (an AA4 unit file holds ~1,400 trial groups),
-so trial groups and ``spike_times`` datasets are read with h5py's low-level
-API; the few root and stimulus-group attributes go through the high-level one.
+A unit file is ``/<protocol>/<stimulus number>/<trial>/{spike_times, spike_ids}``
+with attributes at every level (see ``AA4_FORMAT.md``). :func:`read_unit`
+walks it through :mod:`aa4xr.hdf5` (the direct reader, or h5py for files it
+does not parse) and returns a :class:`Unit`: every trial in presentation
+order, every attribute of every level, and how the file was read.
+
+Presentation order is decided from the data (:func:`trial_rule`): MATLAB
+rewrote the offline-sort files after listing trial groups in string order,
+so group "2" of a 10-trial stimulus holds presentation 10. ``spike_ids``
+increase with recording time, so the order of each trial's first id tells
+which naming rule a group follows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from .hdf5 import read_attrs, read_trials
+from .hdf5 import DATASET, GROUP, Features, Group, Unsupported, open_h5py, reader_choice
 from .layout import SORT_TYPES, decode_attr, parse_unit_name
 
 #: Top-level groups that summarise protocols; they hold no stimuli.
@@ -25,7 +33,19 @@ REQUIRED_UNIT_ATTRS = ("electrode", "sortType")
 REQUIRED_STIM_ATTRS = ("stim_md5", "stim_type", "stim_duration")
 #: Per-trial attributes, kept as float64 (NaN when absent).
 TRIAL_ATTRS = ("bg_rate", "peri_rate", "pre_time", "post_time")
-TRIAL_KEYS = tuple(k.encode() for k in TRIAL_ATTRS)
+#: Attributes AA4_FORMAT.md documents; any other is kept and listed by ``aa4xr check``.
+KNOWN_ATTRS = {
+    "unit": frozenset({"site", "electrode", "ldepth", "rdepth", "sortid", "sortType", "tank_name",
+                       "source_directory"}),
+    "group": frozenset({"stim_md5", "stim_type", "stim_class", "callid", "stim_duration", "stim_source",
+                        "stim_source_sex", "birdid", "callerAge", "callnum", "distance", "original_wavfile",
+                        "tdt_wavfile", "zscore", "tstat", "pvalue"}),
+    "trial": frozenset(TRIAL_ATTRS),
+}
+#: The -999 a trial without spikes stores in ``spike_times`` and ``spike_ids``.
+SILENT = -999
+#: Trial naming rules: group k is presentation k, or MATLAB's string-order renaming.
+RULES = ("numeric", "string")
 
 
 class UnitFileError(ValueError):
@@ -41,34 +61,151 @@ class Unit:
     attrs : dict
         Decoded root attributes plus the parsed name fields and ``sort_type``.
     groups : pandas.DataFrame
-        One row per stimulus group: ``protocol``, ``number`` and every
-        attribute of the group, decoded.
+        One row per stimulus group: ``protocol``, ``number``, ``trial_rule``
+        (the naming rule applied to its trials) and every attribute of the
+        group, decoded.
     trials : pandas.DataFrame
-        One row per trial: ``group`` (row of ``groups``), ``trial_name``
-        (the numeric group name), ``count`` and :data:`TRIAL_ATTRS`.
-        Ordered by group, then numeric trial name.
+        One row per trial, by group then presentation: ``group`` (row of
+        ``groups``), ``trial_name`` (its group name, an int), ``presentation``
+        (0-based within its group), ``count``, ``first_id``, ``last_id``
+        (its first and last ``spike_ids``, NaN when silent), :data:`TRIAL_ATTRS`
+        and any other attribute the trial groups hold.
     spike_times : numpy.ndarray
         float64 spike times of all trials, concatenated in ``trials`` order.
+    features : Features
+        How the file was read and what it met (see :class:`aa4xr.hdf5.Features`).
+    trial_rule : str
+        The file's naming rule: ``"numeric"``, ``"string"``, ``"mixed"``,
+        ``"numeric (assumed)"``/``"string (assumed)"`` when no group could tell,
+        or ``"fewer than 10 trials"`` when the rules coincide.
+    disagreements : list of str
+        Group paths whose ``spike_ids`` agree with neither rule (numeric order kept).
     """
 
     attrs: dict
     groups: pd.DataFrame
     trials: pd.DataFrame
     spike_times: np.ndarray
+    features: Features
+    trial_rule: str = ""
+    disagreements: list = field(default_factory=list)
 
 
-def _numeric_children(gid: h5py.h5g.GroupID) -> list[tuple[int, bytes]]:
-    """Members of a group whose names are integers, in numeric order."""
-    return sorted((int(name), name) for name in gid if name.isdigit())
+def string_order(n: int) -> np.ndarray:
+    """Presentation (0-based) held by trial groups 1..n after MATLAB's string-order renaming.
+
+    Examples
+    --------
+    >>> string_order(11).tolist()   # group "2" holds presentation 10 ("10" sorts after "1")
+    [0, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8]
+    >>> string_order(3).tolist()
+    [0, 1, 2]
+    """
+    return np.array(sorted(range(1, n + 1), key=str)) - 1
 
 
-def _read_attrs(oid) -> dict:
-    """Every attribute of an HDF5 object, decoded."""
-    return {key: decode_attr(value) for key, value in read_attrs(oid).items()}
+def _fits(presentation: np.ndarray, first_id: np.ndarray) -> bool:
+    """Whether first ids (NaN = silent) increase along the given presentation order."""
+    ids = first_id[np.argsort(presentation)]
+    ids = ids[~np.isnan(ids)]
+    return bool(np.all(np.diff(ids) > 0))
 
 
-def _unit_attrs(root: h5py.h5g.GroupID, path: Path) -> dict:
-    attrs = _read_attrs(root)
+def trial_rule(names: np.ndarray, first_id: np.ndarray) -> tuple[str, set[str]]:
+    """Which naming rules the ids of one stimulus group's trials allow.
+
+    Parameters
+    ----------
+    names : ndarray of int
+        The trial group names, in numeric order.
+    first_id : ndarray
+        Each trial's first ``spike_ids`` value, NaN for a silent trial.
+
+    Returns
+    -------
+    kind : str
+        ``"same"`` (fewer than 10 trials, or names not 1..N: only the numeric
+        rule exists), ``"decided"`` (exactly one rule fits), ``"open"`` (both
+        fit: too few spiking trials to tell) or ``"none"`` (neither fits).
+    fitting : set of str
+        The rules of :data:`RULES` the ids agree with.
+
+    Examples
+    --------
+    >>> names = np.arange(1, 11)
+    >>> ids = np.array([0, 90, 10, 20, 30, 40, 50, 60, 70, 80.])  # group "2" recorded last
+    >>> trial_rule(names, ids)
+    ('decided', {'string'})
+    >>> trial_rule(names, np.arange(10.))
+    ('decided', {'numeric'})
+    """
+    n = names.size
+    numeric = np.arange(n)
+    fitting = {"numeric"} if _fits(numeric, first_id) else set()
+    if n < 10 or not np.array_equal(names, np.arange(1, n + 1)):
+        return ("same" if fitting else "none"), fitting
+    if _fits(string_order(n), first_id):
+        fitting.add("string")
+    return {0: "none", 1: "decided", 2: "open"}[len(fitting)], fitting
+
+
+def _fail(path: Path, where: str, what: str) -> UnitFileError:
+    return UnitFileError(f"{path}: {where}: {what}")
+
+
+def _integer_members(group: Group, path: Path, what: str) -> list[tuple[int, str]]:
+    """The members of a group that must be integer-named groups, in numeric order."""
+    members = group.members()
+    bad = [name for name in members if not name.isdigit()]
+    if bad:
+        raise _fail(path, group.path, f"{what} group name(s) {sorted(bad)} are not integers")
+    not_groups = [name for name, kind in members.items() if kind != GROUP]
+    if not_groups:
+        raise _fail(path, group.path, f"member(s) {sorted(not_groups, key=int)} are not groups; "
+                    f"expected one group per {what}")
+    return sorted((int(name), name) for name in members)
+
+
+def _trial_array(group: Group, name: str, path: Path) -> np.ndarray | None:
+    """A trial dataset as a 1-D array; None when absent. Checks the shapes the writers used."""
+    if group.members().get(name) != DATASET:
+        return None
+    data = group.dataset(name)
+    if data.ndim > 2 or data.ndim == 2 and min(data.shape) > 1:
+        raise _fail(path, f"{group.path}/{name}", f"shape {data.shape}; expected (n,), (n, 1), (1, n) or a scalar")
+    if data.dtype.kind not in "iuf":
+        raise _fail(path, f"{group.path}/{name}", f"type {data.dtype}; expected numbers")
+    return data.reshape(-1)
+
+
+def _read_trial(trial: Group, path: Path) -> tuple[np.ndarray, float, float, dict]:
+    """One trial: spike times, first and last spike id, attributes."""
+    times = _trial_array(trial, "spike_times", path)
+    if times is None:
+        raise _fail(path, trial.path, "no spike_times dataset")
+    ids = _trial_array(trial, "spike_ids", path)
+    silent_ids = ids is not None and ids.size == 1 and ids[0] == SILENT
+    silent_times = times.size == 1 and times[0] == SILENT
+    if silent_ids != silent_times and ids is not None:
+        raise _fail(path, trial.path, "spike_ids and spike_times disagree on the -999 marker of a trial "
+                    "without spikes")
+    if silent_times or times.size == 0:
+        times, first, last = np.empty(0), np.nan, np.nan
+    else:
+        if times.dtype.kind != "f":
+            raise _fail(path, f"{trial.path}/spike_times", f"integer values {times[:3].tolist()}...; "
+                        "expected float seconds (only a trial without spikes stores the integer -999)")
+        if not np.isfinite(times).all():
+            raise _fail(path, f"{trial.path}/spike_times", "holds NaN or infinite values; expected finite seconds")
+        if ids is not None and ids.size != times.size:
+            raise _fail(path, trial.path, f"{times.size} spike_times but {ids.size} spike_ids")
+        times = times.astype("f8", copy=False)
+        first, last = (float(ids[0]), float(ids[-1])) if ids is not None else (np.nan, np.nan)
+    return times, first, last, {k: decode_attr(v) for k, v in trial.attrs().items()}
+
+
+def _unit_attrs(root: Group, path: Path) -> dict:
+    attrs = {key: decode_attr(value) for key, value in root.attrs().items()}
     missing = [key for key in REQUIRED_UNIT_ATTRS if attrs.get(key) is None]
     if missing:
         raise UnitFileError(f"{path}: root attribute(s) {missing} missing; every AA4 unit file has them")
@@ -92,68 +229,145 @@ def _unit_attrs(root: h5py.h5g.GroupID, path: Path) -> dict:
     }
 
 
-def read_unit(path: str | Path) -> Unit:
+def _group_attrs(stim: Group, path: Path) -> dict:
+    attrs = {key: decode_attr(value) for key, value in stim.attrs().items()}
+    missing = [key for key in REQUIRED_STIM_ATTRS if attrs.get(key) is None]
+    if missing:
+        raise _fail(path, stim.path, f"lacks attribute(s) {missing}")
+    try:
+        duration = float(attrs["stim_duration"])
+    except (TypeError, ValueError):
+        duration = np.nan
+    if not (np.isfinite(duration) and duration > 0):
+        raise _fail(path, stim.path, f"stim_duration {attrs['stim_duration']!r}; expected a positive number of seconds")
+    return {**attrs, "stim_duration": duration}
+
+
+def _read_tree(root: Group, path: Path) -> Unit:
+    attrs = _unit_attrs(root, path)
+    groups, trials, spikes, kinds = [], [], [], []
+    protocols = sorted(name for name, kind in root.members().items() if kind == GROUP and name not in SUMMARY_GROUPS)
+    for protocol in protocols:
+        pgroup = root.group(protocol)
+        for number, name in _integer_members(pgroup, path, "stimulus"):
+            stim = pgroup.group(name)
+            gattrs = _group_attrs(stim, path)
+            children = _integer_members(stim, path, "trial")
+            if not children:
+                raise _fail(path, stim.path, "holds no trial groups; expected one group per trial")
+            read = [_read_trial(stim.group(child), path) for _, child in children]
+            names = np.array([n for n, _ in children])
+            first = np.array([r[1] for r in read])
+            kind, fitting = trial_rule(names, first)
+            kinds.append((stim.path, kind, fitting))
+            groups.append({"protocol": protocol, "number": number, **gattrs})
+            trials.append(pd.DataFrame([{"trial_name": n, "count": r[0].size, "first_id": r[1], "last_id": r[2],
+                                         **r[3]} for n, r in zip(names, read)]).assign(group=len(groups) - 1))
+            spikes.append([r[0] for r in read])
+    rules, file_rule, disagreements = _decide_rules(kinds, root.features)
+    ordered, flat = [], []
+    for g, (table, times, rule) in enumerate(zip(trials, spikes, rules)):
+        presentation = string_order(len(table)) if rule == "string" else np.arange(len(table))
+        order = np.argsort(presentation)
+        ordered.append(table.iloc[order].assign(presentation=np.arange(len(table))))
+        flat += [times[i] for i in order]
+        groups[g]["trial_rule"] = rule
+    trials_df = _trial_table(ordered)
+    if disagreements:
+        warnings.warn(f"{path}: spike_ids of {len(disagreements)} stimulus group(s) agree with neither trial "
+                      f"naming rule (numeric, MATLAB string order); numeric order kept: {', '.join(disagreements)}",
+                      stacklevel=3)
+    return Unit(attrs=attrs, groups=pd.DataFrame(groups), trials=trials_df,
+                spike_times=np.concatenate(flat) if flat else np.empty(0), features=root.features,
+                trial_rule=file_rule, disagreements=disagreements)
+
+
+def _decide_rules(kinds: list[tuple[str, str, set]], features: Features) -> tuple[list[str], str, list[str]]:
+    """Each group's rule and the file's: groups the ids cannot decide follow the
+    rule the file's other groups confirm, else the writer's (MATLAB: string order)."""
+    confirmed = {rule for _, kind, fitting in kinds if kind == "decided" for rule in fitting}
+    if len(confirmed) == 1:
+        default, file_rule = next(iter(confirmed)), next(iter(confirmed))
+    elif confirmed:
+        default, file_rule = "numeric", "mixed"
+    elif any(kind == "open" for _, kind, _ in kinds):
+        default = "string" if features.writer() == "MATLAB" else "numeric"
+        file_rule = f"{default} (assumed)"
+    else:
+        default, file_rule = "numeric", "fewer than 10 trials"
+    rules, disagreements = [], []
+    for where, kind, fitting in kinds:
+        if kind == "decided":
+            rules.append(next(iter(fitting)))
+        elif kind == "open":
+            rules.append(default)
+        else:
+            rules.append("numeric")
+            if kind == "none":
+                disagreements.append(where)
+    return rules, file_rule, disagreements
+
+
+def _trial_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    columns = ["group", "trial_name", "presentation", "count", "first_id", "last_id", *TRIAL_ATTRS]
+    trials = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    for key in TRIAL_ATTRS:
+        trials[key] = pd.to_numeric(trials[key], errors="coerce") if key in trials else np.nan
+    extra = [c for c in trials.columns if c not in columns]
+    return trials[columns + extra].astype({"group": "i4", "trial_name": "i4", "presentation": "i4", "count": "i8",
+                                           "first_id": "f8", "last_id": "f8"})
+
+
+def read_unit(path: str | Path, reader: str | None = None) -> Unit:
     """Read one unit file.
 
     Parameters
     ----------
     path : str or Path
         An AA4 unit file ``<animal>/<unit>.h5``.
+    reader : {"direct", "h5py"}, optional
+        Default ``$AA4XR_READER`` or ``"direct"``; a file the direct reader
+        does not parse is read with h5py (``unit.features.fallback`` says why).
 
     Returns
     -------
     Unit
-        Flat spike times, trial and stimulus-group tables, root attributes.
+        Flat spike times in presentation order, trial and stimulus-group
+        tables, root attributes, and how the file was read.
 
     Raises
     ------
     UnitFileError
-        When the file is not readable HDF5 or lacks a required attribute; the
+        When the file is not readable HDF5 or breaks the AA4 layout; the
         message names the file (and group) and what was expected.
 
     Examples
     --------
     >>> from aa4xr.synthetic import sample_corpus
-    >>> unit = read_unit(next(sample_corpus().glob("*/*.h5")))
-    >>> unit.trials["count"].sum() == unit.spike_times.size
+    >>> unit = read_unit(next(sample_corpus().glob("*/Site*.h5")))
+    >>> bool(unit.trials["count"].sum() == unit.spike_times.size)
     True
     """
     path = Path(path)
+    fallback = ""
     try:
-        fid = h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDONLY)
-    except OSError as exc:
-        raise UnitFileError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    try:
-        return _read_open_unit(h5py.h5g.open(fid, b"/"), path)
-    except (OSError, KeyError, RuntimeError) as exc:
-        raise UnitFileError(f"{path}: unreadable AA4 unit file ({exc})") from exc
-    finally:
-        fid.close()
-
-
-def _read_open_unit(root: h5py.h5g.GroupID, path: Path) -> Unit:
-    attrs = _unit_attrs(root, path)
-    groups, trial_cols, spikes = [], {k: [] for k in ("group", "trial_name", "count", *TRIAL_ATTRS)}, []
-    protocols = sorted(name for name in root if name.decode() not in SUMMARY_GROUPS
-                       and h5py.h5o.get_info(root, name).type == h5py.h5o.TYPE_GROUP)
-    for protocol in protocols:
-        pgid = h5py.h5g.open(root, protocol)
-        for number, name in _numeric_children(pgid):
-            stim = h5py.h5g.open(pgid, name)
-            gattrs = _read_attrs(stim)
-            missing = [key for key in REQUIRED_STIM_ATTRS if gattrs.get(key) is None]
-            if missing:
-                raise UnitFileError(f"{path}: group /{protocol.decode()}/{number} lacks attribute(s) {missing}")
-            gidx = len(groups)
-            groups.append({"protocol": protocol.decode(), "number": number, **gattrs})
-            children = _numeric_children(stim)
-            times, values = read_trials(stim, [name for _, name in children], TRIAL_KEYS)
-            spikes += times
-            trial_cols["group"] += [gidx] * len(times)
-            trial_cols["trial_name"] += [number for number, _ in children]
-            trial_cols["count"] += [t.size for t in times]
-            for j, key in enumerate(TRIAL_ATTRS):
-                trial_cols[key] += values[:, j].tolist()
-    trials = pd.DataFrame(trial_cols).astype({"group": "i4", "trial_name": "i4", "count": "i8"})
-    spike_times = np.concatenate(spikes) if spikes else np.empty(0)
-    return Unit(attrs=attrs, groups=pd.DataFrame(groups), trials=trials, spike_times=spike_times)
+        if reader_choice(reader) == "direct":
+            try:
+                from .h5direct import open_direct
+            except ImportError:
+                fallback = "direct reader not installed"
+            else:
+                try:
+                    with open_direct(path) as root:
+                        return _read_tree(root, path)
+                except Unsupported as exc:
+                    fallback = str(exc) or type(exc).__name__
+        with open_h5py(path) as root:
+            root.features.fallback = fallback
+            return _read_tree(root, path)
+    except UnitFileError:
+        raise
+    except FileNotFoundError as exc:
+        raise UnitFileError(f"{path}: no such file (a broken link?) ({exc})") from exc
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise UnitFileError(f"{path}: not a readable HDF5 unit file ({exc})") from exc

@@ -30,19 +30,17 @@ import pandas as pd
 import xarray as xr
 from tqdm.auto import tqdm
 
+from ._cache import cache_dir  # noqa: F401  (re-exported)
 from .layout import find_animals, find_unit_files, resolve_root, select_animals
-from .read import TRIAL_ATTRS, Unit, UnitFileError, read_unit
+from .read import KNOWN_ATTRS, TRIAL_ATTRS, Unit, UnitFileError, read_unit
 
 #: Bump when the store's content or layout changes; old stores are then ignored.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: The trial table's own columns (the rest are the trial groups' other attributes).
+TRIAL_COLUMNS = ("group", "trial_name", "presentation", "count", "first_id", "last_id", *TRIAL_ATTRS)
+#: Unit attributes parsed from the file name rather than read from the file.
+NAME_FIELDS = frozenset({"ldepth", "rdepth", "electrode", "sort_id", "subsort_id", "site", "sort_type"})
 ERRORS = ("raise", "warn")
-
-
-def cache_dir() -> Path:
-    """The cache folder: ``$AA4XR_CACHE_DIR`` or the platform's user cache dir."""
-    import pooch
-
-    return Path(os.environ.get("AA4XR_CACHE_DIR") or pooch.os_cache("aa4xr"))
 
 
 def fingerprint(files: pd.DataFrame) -> str:
@@ -90,12 +88,28 @@ def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, xr.V
     return out
 
 
+def _unit_row(animal: str, stem: str, unit: Unit) -> dict:
+    """A unit's attributes plus how its file was read (see ``aa4xr check``)."""
+    f = unit.features
+    unknown = sorted({f"root:{k}" for k in unit.attrs if k not in KNOWN_ATTRS["unit"] and k not in NAME_FIELDS}
+                     | {f"group:{k}" for k in unit.groups.columns if k not in KNOWN_ATTRS["group"]
+                        and k not in ("protocol", "number", "trial_rule")}
+                     | {f"trial:{k}" for k in unit.trials.columns if k not in KNOWN_ATTRS["trial"]
+                        and k not in TRIAL_COLUMNS})
+    counts = lambda c: ";".join(f"{k}={v}" for k, v in sorted(c.items()))  # noqa: E731
+    return {"animal": animal, "stem": stem, **unit.attrs,
+            "reader": f.reader, "fallback": f.fallback, "superblock": -1 if f.superblock is None else f.superblock,
+            "writer": f.writer(), "strings": counts(f.strings), "numbers": counts(f.numbers),
+            "shapes": counts(f.shapes), "trial_rule": unit.trial_rule,
+            "rule_disagreements": ";".join(unit.disagreements), "unknown_attrs": ";".join(unknown)}
+
+
 def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tuple[str, str]]) -> xr.Dataset:
     """Tables of all units of one animal -> the store Dataset (rows sorted)."""
     unit_rows, group_tables, trial_tables, spikes = [], [], [], []
     n_groups = 0
     for index, (stem, unit) in enumerate(zip(stems, units)):
-        unit_rows.append({"animal": animal, "stem": stem, **unit.attrs})
+        unit_rows.append(_unit_row(animal, stem, unit))
         groups = unit.groups.assign(unit=index)
         trials = unit.trials.assign(unit=index, group=unit.trials["group"] + n_groups)
         n_groups += len(groups)
@@ -105,7 +119,7 @@ def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tu
     groups = pd.concat(group_tables, ignore_index=True) if group_tables else pd.DataFrame(
         columns=["protocol", "number", "stim_md5", "stim_type", "stim_duration", "unit"])
     trials = pd.concat(trial_tables, ignore_index=True) if trial_tables else pd.DataFrame(
-        {c: pd.Series(dtype="f8") for c in ("group", "trial_name", "count", "unit", *TRIAL_ATTRS)})
+        {c: pd.Series(dtype="f8") for c in (*TRIAL_COLUMNS, "unit")})
     spike_time = np.concatenate(spikes) if spikes else np.empty(0)
 
     stims = groups.assign(md5=groups["stim_md5"], stim_type=groups["stim_type"].astype(str),
@@ -121,6 +135,7 @@ def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tu
     spike_index = np.repeat(starts[order] - np.concatenate([[0], np.cumsum(sorted_counts)[:-1]]), sorted_counts) \
         + np.arange(sorted_counts.sum())
     trials = trials.iloc[order].reset_index(drop=True)
+    extra = trials.drop(columns=[*TRIAL_COLUMNS, "unit", "count", "group"])
 
     ds = xr.Dataset(
         {
@@ -131,12 +146,17 @@ def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tu
             "row_unit": xr.Variable("row", trials["unit"].to_numpy("i4"), {"long_name": "index into unit_*"}),
             "row_group": xr.Variable("row", trials["group"].to_numpy("i4"), {"long_name": "index into group_*"}),
             "row_trial_name": xr.Variable("row", trials["trial_name"].to_numpy("i4"),
-                                          {"long_name": "trial group name (numeric)"}),
+                                          {"long_name": "the trial's group name in its unit file"}),
+            "row_presentation": xr.Variable("row", trials["presentation"].to_numpy("i4"),
+                                            {"long_name": "presentation order within its stimulus group"}),
             "row_trial": xr.Variable("row", pair_position(groups["stim_md5"].to_numpy()[trials["group"].to_numpy(int)],
                                                           trials["unit"].to_numpy()),
                                      {"long_name": "presentation order within the (stimulus, unit) pair"}),
+            **{f"row_{k}": xr.Variable("row", trials[k].to_numpy("f8"), {"long_name": f"{k.replace('_', ' ')} "
+                                       "of spike_ids (NaN: no spike)"}) for k in ("first_id", "last_id")},
             **{f"row_{k}": xr.Variable("row", trials[k].to_numpy("f8"),
                                        {"units": "Hz" if k.endswith("rate") else "s"}) for k in TRIAL_ATTRS},
+            **_table_to_vars(extra, "row_attr_", "row"),
             **_table_to_vars(pd.DataFrame(unit_rows), "unit_", "unit"),
             **_table_to_vars(groups, "group_", "group"),
             "skipped_file": xr.Variable("skipped", np.array([s for s, _ in skipped], dtype=object)),

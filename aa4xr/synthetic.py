@@ -6,25 +6,39 @@
 tests can compare a reader's output with it. :func:`sample_corpus` caches the
 small ``"sample"`` preset on disk.
 
-Every variant of the format appears in the ``"sample"`` preset:
+Every variant of the format appears in the ``"sample"`` and ``"animal"`` presets:
 
+- two writers, as the lab's code wrote them (AA4_FORMAT.md "Who wrote the
+  files"): online-sort files as h5py writes them (variable-length ASCII
+  strings, or fixed-length NULLPAD ones and 1-element byte arrays as h5py 2.0
+  did; int64 numbers; ``tank_name``; a silent trial stores a scalar int64
+  ``-999``) and offline-sort ``_ss<k>`` files as MATLAB's low-level H5 API
+  writes them (every number a float64 scalar, ``sortid == k``; strings
+  fixed-length NULLTERM sized to the text, no NUL; empty strings omitted;
+  ``(n, 1)`` datasets, ``(1, 1)`` for ``-999``, ``(1, n)`` in one file of
+  three; ``bg_rate``/``zscore``/``tstat``/``pvalue`` NaN where ``pre_time``
+  is 0; no ``tank_name``);
+- trial order: every protocol is a block whose presentations of different
+  stimuli interleave, and ``spike_ids`` count spikes in recording order
+  within it. Online files name trial groups 1..N in presentation order;
+  ``_ss`` files, and every file of each animal's last site (rewritten like
+  WhiWhi4522M Site1), hold them renamed in MATLAB's string order (group "2"
+  of 10 trials holds presentation 10). That site keeps ``Call1c`` only, and
+  ``Old_Units_<stem>.h5`` files (not unit files) lie beside its units;
 - file names with and without ``_ss<k>``; one animal (:data:`ONE_ARRAY`) with
   one electrode array (``L<depth>`` missing from its names, ``ldepth`` absent,
   electrodes 1-16); the same file name in two animals; non-h5 files and a
   folder without h5 files that readers must ignore;
-- ``electrode``/``sortid`` as Python int, ``numpy.int32`` or float64 (the
-  MATLAB-style ``_ss`` files, where ``sortid == k``); ``sortType`` single,
-  multi, noise, tdt and the typo ``singl``; ``tank_name``/``source_directory``
-  present or absent;
+- ``sortType`` single, multi, noise, tdt and the typo ``singl``;
+  ``source_directory`` present or absent;
 - protocols ``Call1``, ``Call2`` and a re-run ``Call1c`` replaying some
   stimuli of ``Call1`` (one md5 under two protocol groups of one unit), plus
-  ``class_info`` and ``extra_info`` summary groups;
-- strings as ``str``, ``numpy.bytes_`` or 1-element byte arrays; the string
-  ``"None"`` for missing values;
+  ``class_info`` and ``extra_info`` summary groups; ``tdt_wavfile`` reads
+  ``/auto/fdata/<animal>/Stims/stim<N>.wav`` (or ``"None"``);
 - 9, 10 or 11 trials per group; pre-stimulus, post-stimulus and far outlying
-  spikes; silent trials (``-999`` as a scalar, or ``1 x 1`` in MATLAB-style
-  files, whose datasets are ``(n, 1)`` columns); pairs whose trials are all
-  silent; trials with exactly one spike;
+  spikes; silent trials (``pre_time = post_time = 0``); the last trial of a
+  block has ``post_time = 0``; pairs whose trials are all silent; trials with
+  exactly one spike;
 - stimulus numbers per animal (one md5, several numbers; one number, several
   md5s); a stimulus whose wav is missing in every animal, one whose wav is
   missing in one animal only.
@@ -56,7 +70,7 @@ from tqdm.auto import tqdm
 SAMPLING_RATE = 24414.0625
 WAV_RATE = int(SAMPLING_RATE)
 #: Version of the generator's output: bump it when the written bytes change.
-SAMPLE_VERSION = 2
+SAMPLE_VERSION = 3
 #: Animals of the real corpus: (units, stimuli).
 ANIMALS = {"BlaBro09xxF": (151, 130), "GreBlu9508M": (355, 130), "LblBlu2028M": (53, 137),
            "WhiBlu5396M": (198, 73), "WhiWhi4522M": (304, 131), "YelBlu6903F": (282, 129)}
@@ -98,7 +112,10 @@ class GroundTruth:
     units : DataFrame
         One row per unit file: animal, file, stem, neuron, site, electrode,
         ldepth, rdepth, sort_id, subsort_id, sort_type, sort_type_raw, sex,
-        matlab_style, rerun (has ``Call1c``).
+        matlab_style (an ``_ss`` file as MATLAB wrote it), rerun (has
+        ``Call1c``), renamed (trial groups renamed in MATLAB's string order:
+        every ``_ss`` file and the rewritten site's), old_units (the
+        ``Old_Units_*.h5`` file left beside it, "" if none).
     stims : DataFrame
         One row per md5 heard: md5, stim_type, call_type, stim_class, duration,
         n_samples, wav_missing_everywhere, segments (list of
@@ -116,8 +133,10 @@ class GroundTruth:
         first protocol by name.
     trials : DataFrame
         One row per trial, sorted by (neuron, md5, order): animal, neuron, md5,
-        protocol, number, trial_name, order (by protocol name, then numeric
-        trial name), bg_rate, peri_rate, pre_time, post_time, start, count.
+        protocol, number, trial_name (the trial group's name as written),
+        presentation (1-based, within its stimulus group), order (within the
+        pair: by protocol name, then presentation), bg_rate, peri_rate,
+        pre_time, post_time, start, count.
     spike_times : ndarray
         float64 spike times of every trial, in ``trials`` order.
     """
@@ -285,6 +304,8 @@ def _evoked_test(bg: np.ndarray, peri: np.ndarray) -> tuple[float, float, float]
     d = peri - bg; 0, 0, 1 when sd(d) is 0.
     """
     d = peri - bg
+    if np.isnan(d).any():  # MATLAB's 0/0 rates propagate
+        return np.nan, np.nan, np.nan
     sd = d.std(ddof=1)
     if not sd > 0:
         return 0.0, 0.0, 1.0
@@ -295,44 +316,60 @@ def _evoked_test(bg: np.ndarray, peri: np.ndarray) -> tuple[float, float, float]
 
 # ---------------------------------------------------------------- HDF5 writing
 
-def _encode(value, encoding: str, matlab: bool):
-    """One attribute value in a file's encoding.
+def _attr_data(value, encoding: str, matlab: bool) -> tuple[np.ndarray, h5py.h5t.TypeID] | None:
+    """One attribute value as a writer stored it: ``(data, file type)``, None when omitted.
 
-    Strings as ``str``, ``numpy.bytes_`` or a 1-element byte array; integers as
-    Python int or ``numpy.int32``, float64 in MATLAB-style files; floats as float64.
+    MATLAB (``h5utils.m``): every number a float64 scalar; strings fixed-length
+    NULLTERM sized to the text (no NUL byte); empty strings omitted. h5py
+    (``convert.py``): numbers int64 or float64; strings, rotating with
+    ``encoding``, variable-length ASCII (``"str"``), fixed-length NULLPAD
+    (``"bytes"``, h5py 2.0) or a 1-element fixed-length array (``"array"``).
     """
     if isinstance(value, str):
-        return {"str": value, "bytes": np.bytes_(value.encode()),
-                "array": np.array([value.encode()])}[encoding]
+        text = value.encode()
+        if matlab:
+            if not text:
+                return None
+            tid = h5py.h5t.C_S1.copy()
+            tid.set_size(len(text))
+            tid.set_strpad(h5py.h5t.STR_NULLTERM)
+            return np.array(text, dtype=f"S{len(text)}"), tid
+        if encoding == "str":
+            dtype = h5py.string_dtype("ascii")
+            return np.array(text, dtype=dtype), h5py.h5t.py_create(dtype, logical=True)
+        data = np.array([text] if encoding == "array" else text, dtype=f"S{max(1, len(text))}")
+        return data, h5py.h5t.py_create(data.dtype)
     if isinstance(value, (int, np.integer)) and not matlab:
-        return np.int32(value) if encoding == "array" else int(value)
-    return np.float64(value)
+        data = np.array([value] if encoding == "array" else value, dtype="i8")
+        return data, h5py.h5t.STD_I64LE
+    return np.array(value, dtype="f8"), h5py.h5t.IEEE_F64LE
 
 
 def _set_attrs(oid: h5py.h5o.ObjectID, attrs: dict, offset: int, matlab: bool) -> None:
-    """Write attributes, rotating the string encoding from one attribute to the next.
+    """Write attributes (see :func:`_attr_data`), rotating the h5py string encoding.
 
-    Through h5py's low-level API: twice as fast as ``obj.attrs[key] = value``,
-    with the same result (``str`` becomes a variable-length UTF-8 string).
+    Through h5py's low-level API: twice as fast as ``obj.attrs[key] = value``.
     """
     scalar = h5py.h5s.create(h5py.h5s.SCALAR)
     for j, (key, value) in enumerate(attrs.items()):
-        data = _encode(value, ENCODINGS[(offset + j) % 3], matlab)
-        if isinstance(data, float):  # the common case, kept short
-            data, tid = np.array(data), h5py.h5t.IEEE_F64LE
-        else:
-            data = np.array(data, dtype=h5py.string_dtype()) if isinstance(data, str) else np.asarray(data)
-            tid = h5py.h5t.py_create(data.dtype, logical=True)
+        stored = _attr_data(value, ENCODINGS[(offset + j) % 3], matlab)
+        if stored is None:
+            continue
+        data, tid = stored
         space = h5py.h5s.create_simple(data.shape) if data.shape else scalar
-        h5py.h5a.create(oid, key.encode(), tid, space).write(data)
+        # fixed-length strings are written as their own type (no NUL-terminating conversion)
+        mtype = tid if isinstance(tid, h5py.h5t.TypeStringID) and not tid.is_variable_str() else None
+        h5py.h5a.create(oid, key.encode(), tid, space).write(data, mtype=mtype)
 
 
-def _write_array(gid: h5py.h5g.GroupID, name: bytes, data: np.ndarray, matlab: bool) -> None:
-    """A trial dataset through h5py's low-level API (twice as fast as the high-level one)."""
-    if data.size == 0:
-        data = np.full((1, 1) if matlab else (), SILENT, data.dtype)
-    elif matlab:
-        data = data.reshape(-1, 1)
+def _write_array(gid: h5py.h5g.GroupID, name: bytes, data: np.ndarray, layout: str) -> None:
+    """A trial dataset: ``layout`` "h5py" (1-D, scalar int64 -999 when silent),
+    "column" (MATLAB ``(n, 1)``, ``(1, 1)`` -999) or "row" (``(1, n)``)."""
+    if layout == "h5py":
+        data = data if data.size else np.array(int(SILENT), dtype="i8")
+    else:
+        data = np.full(1, SILENT) if data.size == 0 else data.astype("f8")
+        data = data.reshape(-1, 1) if layout == "column" else data.reshape(1, -1)
     space = h5py.h5s.create_simple(data.shape) if data.shape else h5py.h5s.create(h5py.h5s.SCALAR)
     tid = h5py.h5t.IEEE_F64LE if data.dtype.kind == "f" else h5py.h5t.STD_I64LE
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
@@ -341,11 +378,11 @@ def _write_array(gid: h5py.h5g.GroupID, name: bytes, data: np.ndarray, matlab: b
 
 
 def _write_trial(parent: h5py.h5g.GroupID, name: str, attrs: dict, times: np.ndarray,
-                 ids: np.ndarray, matlab: bool) -> None:
+                 ids: np.ndarray, layout: str) -> None:
     gid = h5py.h5g.create(parent, name.encode())
-    _set_attrs(gid, attrs, 0, matlab)
-    _write_array(gid, b"spike_times", times, matlab)
-    _write_array(gid, b"spike_ids", ids.astype("f8") if matlab else ids, matlab)
+    _set_attrs(gid, attrs, 0, layout != "h5py")
+    _write_array(gid, b"spike_times", times, layout)
+    _write_array(gid, b"spike_ids", ids, layout)
 
 
 def _write_summaries(f: h5py.File, rng: np.random.Generator, protocols: list[str]) -> None:
@@ -367,41 +404,94 @@ def _init_worker(pool: list[dict]) -> None:
     _POOL = pool
 
 
+def string_order(n: int) -> np.ndarray:
+    """Presentation (0-based) held by trial groups 1..n once MATLAB renamed them in string order."""
+    return np.array(sorted(range(1, n + 1), key=str)) - 1
+
+
+def _schedule(rng: np.random.Generator, n_trials: list[int]) -> list[tuple[int, int]]:
+    """Presentations of one protocol's stimuli as ``(group, presentation)``, in recording order:
+    rounds in which every stimulus with trials left plays once, in a new random order."""
+    return [(g, r) for r in range(max(n_trials, default=0))
+            for g in rng.permutation(len(n_trials)) if n_trials[g] > r]
+
+
 def _write_unit(job: dict) -> dict:
-    """Write one unit file; return its trials (sorted by md5, protocol, trial) and spikes."""
+    """Write one unit file; return its trials (by md5, protocol, presentation) and spikes."""
     rng, matlab, offset = np.random.default_rng(job["seed"]), job["matlab"], job["offset"]
-    rows, stats, spikes, n_ids = [], [], [], 0
+    layout = ("row" if offset == 2 else "column") if matlab else "h5py"
+    drawn = []
+    for protocol, number, s, all_silent in job["groups"]:
+        n = int(rng.integers(job["trials"][0], job["trials"][1] + 1))
+        drawn.append([n, *_group_spikes(rng, _POOL[s], job["tuning"], n, all_silent)])
+    ids = [[np.empty(0)] * n for n, *_ in drawn]
+    for protocol in sorted({grp[0] for grp in job["groups"]}):
+        members = [g for g, grp in enumerate(job["groups"]) if grp[0] == protocol]
+        order = [(members[g], i) for g, i in _schedule(rng, [drawn[m][0] for m in members])]
+        last_g, last_i = order[-1]  # the block's last trial: nothing recorded after it
+        _, times, trial, pre, post = drawn[last_g]
+        keep = (trial != last_i) | (times <= _POOL[job["groups"][last_g][2]]["duration"])
+        drawn[last_g][1:3] = times[keep], trial[keep]
+        post[last_i] = 0.0
+        next_id = 1
+        for g, i in order:  # TDT spike indices grow with recording time within a protocol
+            count = int(np.sum(drawn[g][2] == i))
+            ids[g][i] = next_id + np.arange(count)
+            next_id += count
+    rows, stats, spikes = [], [], []
     with h5py.File(job["path"], "w", driver="core", backing_store=True) as f:
         _set_attrs(f.id, job["attrs"], offset, matlab)
-        for g, (protocol, number, s, all_silent) in enumerate(job["groups"]):
+        for g, (protocol, number, s, _) in enumerate(job["groups"]):
             stim = _POOL[s]
-            n = int(rng.integers(job["trials"][0], job["trials"][1] + 1))
-            times, trial, pre, post = _group_spikes(rng, stim, job["tuning"], n, all_silent)
+            n, times, trial, pre, post = drawn[g]
             counts = np.bincount(trial, minlength=n)
-            bg = np.bincount(trial, (times >= -pre[trial]) & (times < 0), n) / pre
+            pre[counts == 0] = post[counts == 0] = 0.0  # no spike: no span recorded
+            with np.errstate(invalid="ignore", divide="ignore"):
+                bg = np.bincount(trial, (times >= -pre[trial]) & (times < 0), n) / pre
+            bg[pre == 0] = np.nan if matlab else 0.0  # MATLAB's 0/0; h5py's writer stored 0
             peri = np.bincount(trial, (times >= 0) & (times <= stim["duration"]), n) / stim["duration"]
             z, t, p = _evoked_test(bg, peri)
             stats.append((n, z, t, p))
             group = f.create_group(f"{protocol}/{number}")
-            _set_attrs(group.id, {**stim["attrs"], "zscore": z, "tstat": t, "pvalue": p}, offset + g, matlab)
+            _set_attrs(group.id, {**stim["attrs"], "tdt_wavfile": _tdt_wavfile(stim, job, number),
+                                  "zscore": z, "tstat": t, "pvalue": p}, offset + g, matlab)
+            names = np.argsort(string_order(n)) + 1 if job["renamed"] else np.arange(1, n + 1)
             starts = np.r_[0, np.cumsum(counts)]
-            for i in range(n):
+            for i in range(n):  # presentation i is stored as trial group names[i]
                 attrs = {"bg_rate": bg[i], "peri_rate": peri[i], "pre_time": pre[i], "post_time": post[i]}
-                _write_trial(group.id, str(i + 1), attrs, times[starts[i]:starts[i + 1]],
-                             n_ids + np.arange(counts[i]), matlab)
-                n_ids += counts[i]
-                rows.append((stim["md5"], protocol, g, i + 1, *attrs.values(), counts[i]))
+                _write_trial(group.id, str(names[i]), attrs, times[starts[i]:starts[i + 1]], ids[g][i], layout)
+                rows.append((stim["md5"], protocol, g, names[i], i + 1, *attrs.values(), counts[i]))
             spikes.append(times)
         _write_summaries(f, rng, sorted({grp[0] for grp in job["groups"]}))
-    trials = pd.DataFrame(rows, columns=["md5", "protocol", "group", "trial_name", "bg_rate",
+    if job["old_units"]:
+        _write_old_units(job)
+    trials = pd.DataFrame(rows, columns=["md5", "protocol", "group", "trial_name", "presentation", "bg_rate",
                                          "peri_rate", "pre_time", "post_time", "count"])
     starts = np.r_[0, np.cumsum(trials["count"].to_numpy())[:-1]]
-    order = np.lexsort((trials["trial_name"], trials["protocol"], trials["md5"]))
+    order = np.lexsort((trials["presentation"], trials["protocol"], trials["md5"]))
     trials, starts = trials.iloc[order].reset_index(drop=True), starts[order]
     counts = trials["count"].to_numpy()
     index = np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts)  # new position -> old
     flat = np.concatenate(spikes) if spikes else np.empty(0)
     return {"trials": trials, "stats": stats, "spikes": flat[index + np.arange(index.size)]}
+
+
+def _tdt_wavfile(stim: dict, job: dict, number: int) -> str:
+    """``tdt_wavfile`` as the lab's protocol files name the sound: ``.../Stims/stim<N>.wav``."""
+    if stim["attrs"]["tdt_wavfile"] == "None":
+        return "None"
+    return f"/auto/fdata/{job['animal']}/Stims/stim{number}.wav"
+
+
+def _write_old_units(job: dict) -> None:
+    """``Old_Units_<stem>.h5``: the aborted ``Call1`` session the lab left beside a rewritten unit."""
+    path = Path(job["path"]).with_name(f"Old_Units_{job['stem']}.h5")
+    with h5py.File(path, "w") as f:
+        f.attrs.update({k: v for k, v in job["attrs"].items()})
+        for _, number, s, _ in job["groups"][:2]:
+            trial = f.create_group(f"Call1/{number}/1")
+            trial.create_dataset("spike_times", data=np.array([0.1, 0.2]))
+            trial.create_dataset("spike_ids", data=np.array([1, 2]))
 
 
 # ---------------------------------------------------------------- planning
@@ -417,7 +507,7 @@ def _units_of(rng: np.random.Generator, animal: str, n_units: int, shared: dict)
     depths = {s: (int(rng.integers(10, 36)) * 100, int(rng.integers(10, 36)) * 100) for s in range(1, n_sites + 1)}
     ss = _cover(rng, n_units, [True, False], [0.5, 0.5])
     sort_types = _cover(rng, n_units, list(SORT_TYPES), [0.35, 0.05, 0.3, 0.1, 0.2])
-    provenance = _cover(rng, n_units, ["both", "tank", "none"], [0.6, 0.2, 0.2])
+    provenance = _cover(rng, n_units, [True, False], [0.6, 0.4])  # source_directory present
     if not one:
         depths[1] = shared["depths"]
     units, seen = [], set()
@@ -435,9 +525,9 @@ def _units_of(rng: np.random.Generator, animal: str, n_units: int, shared: dict)
                 + f"_e{electrode}_s{sort}" + (f"_ss{k}" if k else ""))
         attrs = {"site": f"Site{site}", "electrode": electrode, "ldepth": ldepth, "rdepth": rdepth,
                  "sortid": k if k else sort, "sortType": sort_types[u],
-                 "tank_name": f"{animal}_Site{site}" if provenance[u] != "none" else None,
-                 "source_directory": f"/auto/fdata/{animal}/Site{site}" if provenance[u] == "both" else None}
-        units.append({"stem": stem, "sort": sort, "k": k,
+                 "tank_name": f"{animal}_Site{site}" if not k else None,
+                 "source_directory": f"/auto/fdata/{animal}/Site{site}" if provenance[u] else None}
+        units.append({"stem": stem, "sort": sort, "k": k, "site": site, "rewritten": site == n_sites,
                       "attrs": {key: v for key, v in attrs.items() if v is not None}})
     return units
 
@@ -487,6 +577,8 @@ def _plan(rng: np.random.Generator, root: Path, params: dict, pool: list[dict], 
         for u, unit in enumerate(_units_of(rng, animal, n_units, shared)):
             replay = rng.choice(n_call1, size=min(n_call1, int(rng.integers(2, 5))), replace=False) if rerun[u] else []
             groups = base + [("Call1c", *base[j][1:]) for j in sorted(replay)]
+            if unit["rewritten"]:  # the aborted Call1 moved to Old_Units_*.h5; Call1c kept
+                groups = [("Call1c" if p == "Call1" else p, *rest) for p, *rest in base]
             silent = rng.random(len(groups)) < P_SILENT_GROUP
             if u == 0:  # one pair per animal with every trial silent
                 silent[n_call1 if n_call1 < k else 0] = True
@@ -494,6 +586,7 @@ def _plan(rng: np.random.Generator, root: Path, params: dict, pool: list[dict], 
                 "path": str(root / animal / f"{unit['stem']}.h5"), "seed": (seed, a, u),
                 "animal": animal, "stem": unit["stem"], "neuron": f"{animal}/{unit['stem']}",
                 "sort": unit["sort"], "k": unit["k"], "matlab": unit["k"] > 0, "offset": u % 3,
+                "renamed": unit["k"] > 0 or unit["rewritten"], "old_units": unit["rewritten"],
                 "attrs": unit["attrs"], "trials": tuple(params["trials"]), "tuning": _tuning(rng),
                 "groups": [(*grp, bool(sil)) for grp, sil in zip(groups, silent)],
             })
@@ -551,11 +644,13 @@ def _ground_truth(root: Path, pool: list[dict], jobs: list[dict], files: pd.Data
         "sort_type": SORT_TYPES[job["attrs"]["sortType"]], "sort_type_raw": job["attrs"]["sortType"],
         "sex": job["animal"][-1], "matlab_style": job["matlab"],
         "rerun": any(grp[0] == "Call1c" for grp in job["groups"]),
+        "renamed": job["renamed"], "old_units": f"Old_Units_{job['stem']}.h5" if job["old_units"] else "",
     } for job in jobs])
     groups = pd.DataFrame([{
         "animal": job["animal"], "neuron": job["neuron"], "protocol": protocol, "number": number,
         "md5": pool[s]["md5"], "n_trials": n,
         **{key: v if isinstance(v, str) or not job["matlab"] else float(v) for key, v in pool[s]["attrs"].items()},
+        "tdt_wavfile": _tdt_wavfile(pool[s], job, number),
         "zscore": z, "tstat": t, "pvalue": p,
     } for job, res in zip(jobs, results)
         for (protocol, number, s, _), (n, z, t, p) in zip(job["groups"], res["stats"])])
@@ -569,7 +664,7 @@ def _ground_truth(root: Path, pool: list[dict], jobs: list[dict], files: pd.Data
     ) for job, res in zip(jobs, results)], ignore_index=True)
     trials["order"] = trials.groupby(["neuron", "md5"], sort=False).cumcount()
     trials["start"] = np.r_[0, np.cumsum(trials["count"].to_numpy())[:-1]]
-    trials = trials[["animal", "neuron", "md5", "protocol", "number", "trial_name", "order", "bg_rate",
+    trials = trials[["animal", "neuron", "md5", "protocol", "number", "trial_name", "presentation", "order", "bg_rate",
                      "peri_rate", "pre_time", "post_time", "start", "count"]]
     files["md5"] = [pool[s]["md5"] for s in files["stim"]]
     files["wav_path"] = [str(root / a / "wavfiles" / f"stim{n}.wav") for a, n in zip(files["animal"], files["number"])]
@@ -661,7 +756,7 @@ def sample_corpus(path: str | os.PathLike | None = None) -> Path:
 
         path = Path(os.environ.get("AA4XR_CACHE_DIR") or pooch.os_cache("aa4xr")) / f"sample-v{SAMPLE_VERSION}"
     target = Path(path)
-    if target.is_dir():
+    if target.is_dir() and any(target.iterdir()):  # an empty folder gets the sample
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
