@@ -242,7 +242,7 @@ def _make_pool(rng: np.random.Generator, size: int) -> list[dict]:
             "stim_md5": md5, "stim_type": stim_type, "stim_class": call_type or stim_type,
             "callid": call_type or "None", "stim_duration": n_samples / WAV_RATE,
             "stim_source": "synthetic" if stim_type == "mlnoise" else "bird",
-            "stim_source_sex": sex if bird != "None" else "None", "birdid": bird,
+            "stim_source_sex": sex if bird != "None" else "", "birdid": bird,  # "": omitted by MATLAB
             "callerAge": {"call": "C" if call_type in ("Be", "LT") else "A", "song": "A"}.get(stim_type, "None"),
             "callnum": len(segments) if stim_type == "call" else "None",
             "distance": float(rng.choice([2, 16, 64])) if stim_type == "call" else "None",

@@ -79,7 +79,10 @@ def test_layout_holds_unit_files_wavs_and_junk(corpus):
     assert (root / "README.txt").is_file() and not list((root / "CRCNSCode").glob("*.h5"))
     for animal in animals:
         folder = root / animal
-        assert {p.name for p in folder.glob("*.h5")} == set(corpus.units.query("animal == @animal")["file"])
+        units = corpus.units.query("animal == @animal")
+        assert {p.name for p in folder.glob("Site*.h5")} == set(units["file"])
+        old = {p.name for p in folder.glob("Old_Units*.h5")}
+        assert old and old == set(units["old_units"]) - {""}
         assert (folder / "notes.txt").is_file() and list(folder.glob("*.mat"))
         assert (folder / "wavfiles" / "readme.txt").is_file()
 
@@ -105,27 +108,44 @@ def test_unit_names_and_depths(corpus, files):
     assert (units["sex"] == units["animal"].str[-1]).all()
 
 
+def _hdf5_kind(obj, key) -> str:
+    """How an attribute is stored: its HDF5 type, padding and shape."""
+    tid, shape = obj.attrs.get_id(key).get_type(), obj.attrs.get_id(key).shape
+    if isinstance(tid, h5py.h5t.TypeStringID):
+        if tid.is_variable_str():
+            kind = "vlen " + ("ascii" if tid.get_cset() == h5py.h5t.CSET_ASCII else "utf8")
+        else:
+            pad = {h5py.h5t.STR_NULLTERM: "NULLTERM", h5py.h5t.STR_NULLPAD: "NULLPAD"}[tid.get_strpad()]
+            kind = f"fixed {pad}"
+    else:
+        kind = obj.attrs.get_id(key).dtype.name
+    return kind + ("" if shape == () else f" {shape}")
+
+
 def test_root_attribute_variants(corpus, files):
-    types = {key: set() for key in ("electrode", "sortid")}
-    strings, sort_types, present = set(), set(), {"tank_name": set(), "source_directory": set()}
+    kinds = {True: set(), False: set()}
+    sort_types, present = set(), {"tank_name": set(), "source_directory": set()}
     for row in corpus.units.itertuples():
         attrs = files[row.neuron][0]
-        for key in types:
-            types[key].add(type(attrs[key]).__name__)
-        assert float(attrs["electrode"]) == row.electrode
+        with h5py.File(corpus.root / row.animal / row.file, "r") as f:
+            kinds[row.matlab_style] |= {_hdf5_kind(f, key) for key in f.attrs}
+            if row.matlab_style:  # MATLAB: sized to the text, no NUL byte
+                tid = f.attrs.get_id("sortType").get_type()
+                assert tid.get_size() == len(row.sort_type_raw)
+        assert float(decode(attrs["electrode"])) == row.electrode
         if row.matlab_style:
             assert isinstance(attrs["sortid"], np.float64) and attrs["sortid"] == row.subsort_id
+            assert "tank_name" not in attrs
         else:
-            assert isinstance(attrs["sortid"], (int, np.integer)) and attrs["sortid"] == row.sort_id
+            assert decode(attrs["sortid"]) == row.sort_id and "tank_name" in attrs
         assert decode(attrs["sortType"]) == row.sort_type_raw and decode(attrs["site"]) == row.site
         sort_types.add(row.sort_type_raw)
-        strings |= {kind(attrs[key]) for key in ("site", "sortType")}
         for key in present:
             present[key].add(key in attrs)
-    assert types["electrode"] >= {"float64", "int64", "int32"} and types["sortid"] >= {"float64", "int64"}
+    assert kinds[True] == {"float64", "fixed NULLTERM"}
+    assert kinds[False] == {"int64", "int64 (1,)", "vlen ascii", "fixed NULLPAD", "fixed NULLPAD (1,)"}
     assert sort_types == {"single", "singl", "multi", "noise", "tdt"}
     assert set(corpus.units["sort_type"]) == {"single", "multi", "noise", "tdt"}
-    assert strings == {"str", "bytes", "array"}
     assert present == {"tank_name": {True, False}, "source_directory": {True, False}}
     assert corpus.units["matlab_style"].any() and not corpus.units["matlab_style"].all()
 
@@ -135,28 +155,38 @@ def test_protocols_and_summary_groups(corpus):
     for row in corpus.units.itertuples():
         with h5py.File(corpus.root / row.animal / row.file, "r") as f:
             protocols = set(f) - {"class_info", "extra_info"}
-            assert protocols <= PROTOCOLS and {"Call1", "class_info", "extra_info"} <= set(f)
+            assert protocols <= PROTOCOLS and {"class_info", "extra_info"} <= set(f)
+            # the rewritten site (like WhiWhi4522M Site1) keeps Call1c only, the aborted Call1 in Old_Units
+            assert ("Call1" in protocols) == (row.old_units == "")
+            if row.old_units:
+                with h5py.File(corpus.root / row.animal / row.old_units, "r") as old:
+                    assert "Call1" in old
             for protocol in protocols:
                 assert f[f"class_info/{protocol}/mean_rate"].ndim == 1
                 assert len(f[f"class_info/{protocol}/coherence"]) > 0
                 assert len(f[f"extra_info/{protocol}/sections_data"]) > 0
                 assert len(f[f"extra_info/{protocol}/inter_spike_interval"]) > 0
-            if "Call1c" in f:
+            if "Call1c" in f and "Call1" in f:
                 reruns += 1
                 md5 = lambda p: {decode(g.attrs["stim_md5"]) for g in f[p].values()}  # noqa: E731
                 assert md5("Call1c") <= md5("Call1")
-    assert reruns == corpus.units["rerun"].sum() > 0
+    assert reruns == (corpus.units["rerun"] & (corpus.units["old_units"] == "")).sum() > 0
     twice = corpus.pairs[corpus.pairs["protocols"].str.contains(",")]
     assert len(twice) and (twice["protocols"] == "Call1,Call1c").all()
 
 
 def test_stimulus_group_attributes(corpus, files):
     expected = set(synthetic.STIM_ATTRS) | {"zscore", "tstat", "pvalue"}
-    seen = {"stim_type": set(), "callid": set(), "tdt_wavfile": set(), "encoding": set()}
+    seen = {"stim_type": set(), "callid": set(), "tdt_wavfile": set(), "encoding": set(), "omitted": set()}
     for _, records in files.values():
         for rec in records:
             attrs = rec["group_attrs"]
-            assert set(attrs) == expected
+            empty = {k for k, v in attrs.items() if decode(v) == ""}
+            if rec["matlab"]:  # MATLAB omits empty strings
+                assert not empty and expected - set(attrs) <= {"stim_source_sex"}
+                seen["omitted"].add(len(expected - set(attrs)))
+            else:
+                assert set(attrs) == expected and empty <= {"stim_source_sex"}
             for key in ("stim_type", "callid"):
                 seen[key].add(decode(attrs[key]))
             seen["tdt_wavfile"].add(decode(attrs["tdt_wavfile"]) == "None")
@@ -164,6 +194,7 @@ def test_stimulus_group_attributes(corpus, files):
     assert seen["stim_type"] == {"song", "call", "mlnoise"}
     assert seen["callid"] == set(synthetic.CALL_TYPES) | {"None"}
     assert seen["tdt_wavfile"] == {True, False} and seen["encoding"] == {"str", "bytes", "array"}
+    assert seen["omitted"] == {0, 1}
 
 
 def test_ground_truth_equals_files(corpus, files):
@@ -178,12 +209,13 @@ def test_ground_truth_equals_files(corpus, files):
             expected = corpus.trial_spikes(i)
             if expected.size == 0:
                 assert times.tolist() == [SILENT] and rec["ids"].ravel().tolist() == [SILENT]
+                assert rec["pre_time"] == rec["post_time"] == 0
             else:
                 np.testing.assert_array_equal(times, expected)
                 assert rec["ids"].size == times.size
             assert decode(rec["group_attrs"]["stim_md5"]) == trials["md5"].iat[i]
             for key in ("bg_rate", "peri_rate", "pre_time", "post_time"):
-                assert rec[key] == trials[key].iat[i]
+                assert rec[key] == trials[key].iat[i] or np.isnan(rec[key]) and np.isnan(trials[key].iat[i])
     assert trials["count"].sum() == corpus.spike_times.size
     assert (trials["start"] == np.r_[0, np.cumsum(trials["count"])[:-1]]).all()
 
@@ -193,8 +225,14 @@ def test_trial_order_and_counts(corpus):
     assert trials.equals(trials.sort_values(["animal", "neuron", "md5", "order"], ignore_index=True))
     by_pair = trials.groupby(["neuron", "md5"])
     assert (by_pair["order"].agg(list) == by_pair.size().map(lambda n: list(range(n)))).all()
-    expected = trials.sort_values(["neuron", "md5", "protocol", "trial_name"], ignore_index=True)
-    assert trials[["protocol", "trial_name"]].equals(expected[["protocol", "trial_name"]])
+    expected = trials.sort_values(["neuron", "md5", "protocol", "presentation"], ignore_index=True)
+    assert trials[["protocol", "presentation"]].equals(expected[["protocol", "presentation"]])
+    renamed = trials["neuron"].isin(corpus.units.loc[corpus.units["renamed"], "neuron"])
+    n = trials.groupby(["neuron", "protocol", "number"])["presentation"].transform("size")
+    for row, size in zip(trials.itertuples(), n):
+        held = synthetic.string_order(size) if renamed[row.Index] else np.arange(size)
+        assert held[row.trial_name - 1] == row.presentation - 1
+    assert (trials.loc[renamed & (n >= 10), "trial_name"] != trials.loc[renamed & (n >= 10), "presentation"]).any()
     per_group = trials.groupby(["neuron", "protocol", "number"]).size()
     assert set(per_group) == {9, 10, 11}
     assert by_pair.size().rename("n_trials").reset_index().merge(corpus.pairs)["n_trials"].notna().all()
@@ -207,7 +245,7 @@ def test_spike_time_variants(corpus):
     assert (trials["count"] == 0).any() and (trials["count"] == 1).any()
     silent_pairs = trials.groupby(["neuron", "md5"])["count"].max() == 0
     assert silent_pairs.any(), "some pair should have all trials silent"
-    last = trials.groupby(["neuron", "protocol", "number"])["trial_name"].transform("max")
+    last = trials.groupby(["neuron", "protocol", "number"])["presentation"].transform("max")
     n_out = {"pre": 0, "post": 0, "outlier": 0}
     for i, row in enumerate(corpus.trials.itertuples()):
         times = corpus.trial_spikes(i)
@@ -217,26 +255,54 @@ def test_spike_time_variants(corpus):
         n_out["post"] += np.sum((times > duration) & (times <= duration + row.post_time))
         far = (times < -row.pre_time) | (times > duration + row.post_time)
         if far.any():
-            assert row.trial_name in (1, last.iat[i]), "outliers only in a block's first or last trial"
+            assert row.presentation in (1, last.iat[i]), "outliers only in a group's first or last trial"
             n_out["outlier"] += 1
     assert min(n_out.values()) > 0, n_out
 
 
 def test_dataset_encodings(files):
-    shapes = set()
+    shapes = {True: set(), False: set()}
     for _, records in files.values():
         for rec in records:
             times, ids = rec["times"], rec["ids"]
-            assert times.dtype == np.float64 and times.shape == ids.shape
+            assert times.shape == ids.shape
             silent = times.size == 1 and times.ravel()[0] == SILENT
-            if rec["matlab"]:
-                assert times.ndim == 2 and times.shape[1] == 1 and ids.dtype == np.float64
-                shapes.add("1x1" if silent else "column")
-            else:
-                assert times.ndim == (0 if silent else 1) and ids.dtype.kind == "i"
-                shapes.add("scalar" if silent else "1-D")
             assert not silent or ids.ravel()[0] == SILENT
-    assert shapes == {"1x1", "column", "scalar", "1-D"}
+            if rec["matlab"]:  # MATLAB's size(): columns, or rows in files rewritten later
+                assert times.dtype == ids.dtype == np.float64
+                shapes[True].add("(1, 1)" if silent else "(n, 1)" if times.shape[1] == 1 else "(1, n)")
+            elif silent:  # h5py: a scalar int64 -999 in both
+                assert times.shape == () and times.dtype == ids.dtype == np.int64
+                shapes[False].add("scalar")
+            else:
+                assert times.ndim == 1 and times.dtype == np.float64 and ids.dtype == np.int64
+                shapes[False].add("(n,)")
+    assert shapes == {True: {"(1, 1)", "(n, 1)", "(1, n)"}, False: {"scalar", "(n,)"}}
+
+
+def test_spike_ids_follow_recording_order(corpus, files):
+    """Within a protocol, ids grow with presentation across interleaved stimuli."""
+    interleaved = 0
+    for neuron, (_, records) in files.items():
+        frame = pd.DataFrame([{"protocol": r["protocol"], "number": r["number"], "trial_name": r["trial_name"],
+                               "first": r["ids"].ravel()[0]} for r in records if r["ids"].ravel()[0] != SILENT])
+        truth = corpus.trials[corpus.trials["neuron"] == neuron]
+        frame = frame.merge(truth, on=["protocol", "number", "trial_name"])
+        for _, block in frame.sort_values("first").groupby("protocol"):
+            for _, group in block.groupby("number"):
+                assert (np.diff(group["presentation"].to_numpy()) > 0).all()  # id order = presentation order
+            interleaved += (block["number"].diff() != 0).sum() > block["number"].nunique()
+    assert interleaved > 0
+
+
+def test_block_ends_and_silent_trials(corpus):
+    trials = corpus.trials
+    silent = trials["count"] == 0
+    assert silent.any() and (trials.loc[silent, ["pre_time", "post_time"]] == 0).all().all()
+    matlab = trials["neuron"].isin(corpus.units.loc[corpus.units["matlab_style"], "neuron"])
+    assert trials.loc[silent & matlab, "bg_rate"].isna().all() and (trials.loc[silent & ~matlab, "bg_rate"] == 0).all()
+    ended = (trials["post_time"] == 0) & ~silent
+    assert ended.any() and trials.loc[ended].groupby(["neuron", "protocol"]).size().max() == 1
 
 
 def test_wav_files(corpus, files):
@@ -288,7 +354,7 @@ def test_groups_and_pairs_tables(corpus, files):
         for rec in records:
             row = groups.loc[(neuron, rec["protocol"], rec["number"])]
             for key, value in rec["group_attrs"].items():
-                assert decode(value) == row[key], key
+                assert decode(value) == row[key] or np.isnan(row[key]) and np.isnan(decode(value)), key
     first = corpus.groups.sort_values("protocol").groupby(["neuron", "md5"]).first()
     pairs = corpus.pairs.set_index(["neuron", "md5"])
     pd.testing.assert_frame_equal(pairs[["zscore", "tstat", "pvalue"]],
@@ -324,7 +390,7 @@ def test_sample_corpus_is_cached_and_atomic(tmp_path, monkeypatch):
     monkeypatch.setenv("AA4XR_CACHE_DIR", str(tmp_path))
     root = sample_corpus()
     assert root == tmp_path / f"sample-v{synthetic.SAMPLE_VERSION}"
-    assert len(list(root.glob("*/*.h5"))) == 21 and sorted(p.name for p in tmp_path.iterdir()) == [root.name]
+    assert len(list(root.glob("*/Site*.h5"))) == 21 and sorted(p.name for p in tmp_path.iterdir()) == [root.name]
 
     def fail(*args, **kwargs):
         raise AssertionError("sample_corpus must not rewrite an existing sample")
