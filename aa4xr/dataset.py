@@ -18,7 +18,7 @@ from .binning import count_block, time_grid
 from .layout import resolve_root, wav_file_name
 from .read import TRIAL_ATTRS
 from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
-from .store import cache_dir, check_errors, load_tables, read_spikes, stim_order, store_paths
+from .store import cache_dir, check_errors, load_tables, read_spikes, stim_order, stimulus_table, store_paths
 
 STIM_TYPES = ("song", "call", "mlnoise")
 SORT_TYPES = ("single", "multi", "noise", "tdt")
@@ -197,10 +197,12 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
         sources.append(_sound_sources(root, animal, g["md5"].to_numpy(), tables))
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
         offset += len(u)
-        groups.append(g[group_kept])
+        where = [f"{animal}/{u['cell_id'].iat[int(unit)]}.h5:/{protocol}/{number}" for unit, protocol, number in
+                 zip(tables["group_unit"].values, tables["group_protocol"].values, tables["group_number"].values)]
+        groups.append(g.assign(where=where)[group_kept])
         group_md5.append(g["md5"].to_numpy())
     units_df = pd.concat(units, ignore_index=True)
-    stims = stim_order(pd.concat(groups, ignore_index=True).drop_duplicates("md5")).reset_index(drop=True)
+    stims = stim_order(stimulus_table(pd.concat(groups, ignore_index=True))).reset_index(drop=True)
     cat = {k: np.concatenate([r[k] for r in raw]) for k in raw[0]}
     by_md5 = pd.Index(stims["md5"])  # place groups (not rows) by md5: one lookup per group
     stim_pos = np.concatenate([by_md5.get_indexer(g_md5)[r["group"]] for g_md5, r in zip(group_md5, raw)])
@@ -337,7 +339,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     Examples
     --------
     >>> ds = open_aa4(dt=0.01, pre=0.1)
-    >>> songs = ds.sel(stim_type="song")  # doctest: +SKIP
+    >>> songs = ds.sel(stim_type="song")
     >>> psth = ds.spike_count.mean("trial")
     """
     check_errors(errors)

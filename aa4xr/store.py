@@ -62,6 +62,43 @@ def stim_order(stims: pd.DataFrame) -> pd.DataFrame:
     return stims.sort_values(["stim_type", "call_type", "md5"], kind="stable")
 
 
+#: Durations of one stimulus's groups may differ by rounding; more than a sample is a disagreement.
+DURATION_TOLERANCE = 1 / 24414.0625
+
+
+def duration_disagreements(groups: pd.DataFrame) -> pd.DataFrame:
+    """The md5s whose groups disagree on ``duration`` by more than a sample.
+
+    One row per such md5: ``md5``, ``durations`` (the distinct values, s) and
+    ``groups`` (where each value stands, from the ``where`` column).
+
+    Examples
+    --------
+    >>> g = pd.DataFrame({"md5": ["a", "a", "b"], "duration": [1.0, 1.5, 2.0], "where": ["x", "y", "z"]})
+    >>> duration_disagreements(g)["md5"].tolist()
+    ['a']
+    """
+    spread = groups.groupby("md5")["duration"].agg(lambda d: d.max() - d.min())
+    bad = groups[groups["md5"].isin(spread.index[spread > DURATION_TOLERANCE])]
+    return pd.DataFrame([{"md5": md5, "durations": sorted(set(g["duration"])),
+                          "groups": "; ".join(f"{w} = {d:.6g} s" for w, d in zip(g["where"], g["duration"]))}
+                         for md5, g in bad.groupby("md5", sort=False)], columns=["md5", "durations", "groups"])
+
+
+def stimulus_table(groups: pd.DataFrame) -> pd.DataFrame:
+    """One row per md5 from all its stimulus groups: ``duration`` is their median.
+
+    Groups that disagree by more than a sample (:data:`DURATION_TOLERANCE`)
+    get a warning naming them and their values; no single group decides.
+    """
+    for row in duration_disagreements(groups).itertuples():
+        warnings.warn(f"stimulus {row.md5}: stim_duration differs between groups by more than a sample "
+                      f"({row.groups}); using the median", stacklevel=4)
+    durations = groups.groupby("md5", sort=False)["duration"].median()
+    stims = groups.drop_duplicates("md5").drop(columns="where", errors="ignore")
+    return stims.assign(duration=durations.loc[stims["md5"]].to_numpy())
+
+
 def _read_or_error(path: str) -> Unit | str:
     """Worker: a unit, or the error message naming the file."""
     try:
