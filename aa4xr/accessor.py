@@ -15,7 +15,12 @@ from __future__ import annotations
 import pandas as pd
 import xarray as xr
 
-from . import analysis
+
+def _analysis():
+    """:mod:`aa4xr.analysis`, imported on first use (it imports scipy)."""
+    from . import analysis
+
+    return analysis
 
 
 @xr.register_dataset_accessor("aa4")
@@ -25,34 +30,34 @@ class AA4Accessor:
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
 
-    def psth(self, *args, **kwargs) -> xr.DataArray:
+    def psth(self, smooth_ms: float | None = 21.0, window="hann", units: str = "rate") -> xr.DataArray:
         """Call :func:`aa4xr.analysis.psth` on this Dataset."""
-        return analysis.psth(self._ds, *args, **kwargs)
+        return _analysis().psth(self._ds, smooth_ms, window, units)
 
     def mask(self) -> xr.DataArray:
         """Call :func:`aa4xr.analysis.mask` on this Dataset."""
-        return analysis.mask(self._ds)
+        return _analysis().mask(self._ds)
 
     def coverage(self) -> xr.Dataset:
         """Call :func:`aa4xr.analysis.coverage` on this Dataset."""
-        return analysis.coverage(self._ds)
+        return _analysis().coverage(self._ds)
 
     def drop_empty(self) -> xr.Dataset:
         """Call :func:`aa4xr.analysis.drop_empty` on this Dataset."""
-        return analysis.drop_empty(self._ds)
+        return _analysis().drop_empty(self._ds)
 
-    def trial_rates(self, *args, **kwargs) -> xr.Dataset:
+    def trial_rates(self, baseline: str = "auto") -> xr.Dataset:
         """Call :func:`aa4xr.analysis.trial_rates` on this Dataset."""
-        return analysis.trial_rates(self._ds, *args, **kwargs)
+        return _analysis().trial_rates(self._ds, baseline)
 
-    def to_frame(self, *args, **kwargs) -> pd.DataFrame:
+    def to_frame(self, baseline: str = "auto") -> pd.DataFrame:
         """Call :func:`aa4xr.analysis.to_frame` on this Dataset."""
-        return analysis.to_frame(self._ds, *args, **kwargs)
+        return _analysis().to_frame(self._ds, baseline)
 
-    def response_strength(self, *args, **kwargs) -> xr.Dataset:
+    def response_strength(self, baseline: str = "auto") -> xr.Dataset:
         """Call :func:`aa4xr.analysis.response_strength` on this Dataset."""
-        return analysis.response_strength(self._ds, *args, **kwargs)
+        return _analysis().response_strength(self._ds, baseline)
 
-    def reliability(self, *args, **kwargs) -> xr.Dataset:
+    def reliability(self, smooth_ms: float | None = 21.0, window="hann") -> xr.Dataset:
         """Call :func:`aa4xr.analysis.reliability` on this Dataset."""
-        return analysis.reliability(self._ds, *args, **kwargs)
+        return _analysis().reliability(self._ds, smooth_ms, window)

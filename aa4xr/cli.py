@@ -1,4 +1,8 @@
-"""The ``aa4xr`` command: ``info``, ``inspect``, ``fetch``, ``sample``."""
+"""The ``aa4xr`` command: ``info``, ``inspect``, ``fetch``, ``sample``, ``cache``.
+
+Options taking several values take them space- or comma-separated, the
+same in every sub-command: ``--animals A B`` is ``--animals A,B``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,32 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from . import __version__
+
+#: Sort types ``aa4xr info`` keeps unless told otherwise (as ``open_aa4``).
+DEFAULT_SORT_TYPES = ("single", "multi")
+
+
+def _names(text: str) -> list[str]:
+    """One command-line word of a multi-value option: comma-separated names."""
+    return [t for t in text.split(",") if t]
+
+
+def _multi(p: argparse.ArgumentParser, flag: str, help: str, metavar: str, **kwargs) -> None:
+    """A multi-value option, spelled alike in every sub-command (space- or comma-separated)."""
+    p.add_argument(flag, nargs="+", type=_names, action="extend", metavar=metavar,
+                   help=f"{help} (space- or comma-separated)", **kwargs)
+
+
+def _root(p: argparse.ArgumentParser, help: str = "folder holding <animal>/ folders "
+          "(default: the built-in sample)") -> None:
+    p.add_argument("root", nargs="?", default=None, help=help)
+
 
 def _info(args: argparse.Namespace) -> int:
     from .report import format_summary, summarize
 
-    sort_types = None if args.all_units else tuple(args.sort_types.split(","))
+    sort_types = None if args.all_units else (args.sort_types or list(DEFAULT_SORT_TYPES))
     print(format_summary(summarize(args.root, sort_types=sort_types, progress=sys.stderr.isatty())))
     return 0
 
@@ -18,7 +43,8 @@ def _info(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from .plot import inspect_figures
 
-    for path in inspect_figures(args.root, args.out, dt=args.dt):
+    for path in inspect_figures(args.root, args.out, dt=args.dt, animals=args.animals, errors=args.errors,
+                                neuron=args.neuron, stim=args.stim):
         print(path)
     return 0
 
@@ -42,43 +68,80 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from . import _cache as cache
+
+    if args.action == "info":
+        print(cache.format_info())
+        return 0
+    if args.action == "clear":
+        if len(args.roots) > 1:
+            raise ValueError(f"clear takes at most one ROOT, got {args.roots}")
+        removed = cache.clear(args.roots[0] if args.roots else None)
+    else:
+        removed = cache.prune(args.roots or [p for p in [cache.sample_dir()] if p.is_dir()])
+    for entry in removed:
+        print(f"removed {entry.path}")
+    print(f"freed {cache.format_size(sum(e.bytes for e in removed))} in {len(removed)} items of {cache.cache_dir()}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line parser (one sub-command per verb)."""
     p = argparse.ArgumentParser(prog="aa4xr", description="The CRCNS AA4 dataset as xarray.")
+    p.add_argument("--version", action="version", version=f"aa4xr {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+
     info = sub.add_parser("info", help="summarise a root (default: the built-in sample)")
-    info.add_argument("root", nargs="?", default=None, help="folder holding <animal>/ folders")
-    info.add_argument("--sort-types", default="single,multi", help="sort types kept (comma-separated)")
+    _root(info)
+    _multi(info, "--sort-types", "sort types kept (default: single multi)", "TYPE", default=None)
     info.add_argument("--all-units", action="store_true", help="keep every sort type")
     info.set_defaults(func=_info)
+
     inspect = sub.add_parser("inspect", help="write the single-cell view and the population rasters "
                              "(Dataset order, and by electrode) as PNG files and print their paths")
-    inspect.add_argument("root", nargs="?", default=None, help="folder holding <animal>/ folders "
-                         "(default: the built-in sample)")
+    _root(inspect)
     inspect.add_argument("--out", default=".", help="folder of the PNG files (default: the current folder)")
     inspect.add_argument("--dt", type=float, default=0.005, help="bin width in seconds (default: 0.005)")
+    _multi(inspect, "--animals", "animals to open (default: all)", "ANIMAL", default=None)
+    inspect.add_argument("--neuron", default=None, help="neuron of the single-cell view, <animal>/<stem> "
+                         "(default: the one that heard most stimuli)")
+    inspect.add_argument("--stim", default=None, help="stimulus (md5) of the population rasters "
+                         "(default: the first of the single-cell view)")
+    inspect.add_argument("--errors", choices=("raise", "warn"), default="raise",
+                         help="on an unreadable unit file: stop, or skip it with a warning (default: raise)")
     inspect.set_defaults(func=_inspect)
+
     sample = sub.add_parser("sample", help="write the built-in sample corpus and print its path")
     sample.add_argument("path", nargs="?", default=None, help="where to write it (default: the cache)")
     sample.set_defaults(func=_sample)
+
     fetch = sub.add_parser("fetch", help="download and unpack AA4 from CRCNS (free crcns.org account; "
                            "credentials from $CRCNS_USERNAME / $CRCNS_PASSWORD)")
-    fetch.add_argument("--animals", nargs="+", default=None, metavar="ANIMAL", help="default: all six")
+    _multi(fetch, "--animals", "animals to fetch (default: all six)", "ANIMAL", default=None)
     fetch.add_argument("--path", default=None,
                        help="where to unpack (default: $AA4XR_DATA_DIR or the user data dir)")
     fetch.set_defaults(func=_fetch)
+
+    cache = sub.add_parser("cache", help="where the cache is and what it holds; clear or prune it",
+                           description="info: the cache folder and its stores, spectrograms, md5s and "
+                           "sample corpus, with sizes. clear [ROOT]: remove everything, or only ROOT's "
+                           "stores. prune [ROOT ...]: keep only the stores and spectrograms that the "
+                           "current files of the ROOTs (default: the built-in sample) use.")
+    cache.add_argument("action", choices=("info", "clear", "prune"))
+    cache.add_argument("roots", nargs="*", metavar="ROOT", help="AA4 root(s), see above")
+    cache.set_defaults(func=_cache)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``aa4xr`` console command."""
+    """Entry point of the ``aa4xr`` console command (and of ``python -m aa4xr``)."""
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"aa4xr {args.command}: error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"aa4xr {args.command}: error: {message}", file=sys.stderr)
+        if "errors='warn'" in str(message) and args.command == "inspect":
+            print("aa4xr inspect: hint: --errors warn skips unreadable unit files", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

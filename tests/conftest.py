@@ -1,22 +1,8 @@
-"""Shared fixtures: a private cache and the synthetic sample corpus with its ground truth."""
+"""Shared fixtures: the synthetic sample corpus with its ground truth (the private cache: ../conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
 import pytest
-
-
-def pytest_configure(config):
-    """Never touch the user's cache: every test session gets its own, removed at the end."""
-    config._aa4xr_cache = tempfile.mkdtemp(prefix="aa4xr-test-cache-")
-    os.environ["AA4XR_CACHE_DIR"] = config._aa4xr_cache
-
-
-def pytest_unconfigure(config):
-    shutil.rmtree(getattr(config, "_aa4xr_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

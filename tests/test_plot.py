@@ -67,8 +67,9 @@ def test_single_cell_layout_labels_and_content(corpus, ds, spikes):
     assert len(stims) == 3 and all(neuron in heard_by(corpus, s) for s in stims)
     assert sorted(ds.stim_type.sel(stim=stims).values) == ["call", "mlnoise", "song"]
     fig = plot.single_cell(ds, neuron, stims, spikes=spikes, smooth_ms=None)
-    assert len(fig.axes) == 9
-    grid = np.array(fig.axes).reshape(3, 3)
+    assert len(fig.axes) == 12  # 3 x 3 panels, then one colorbar per spectrogram
+    grid = np.array(fig.axes[:9]).reshape(3, 3)
+    assert all(bar.get_ylabel() == plot.spectrogram_label(ds) for bar in fig.axes[9:])
     assert neuron in fig.get_suptitle()
     assert grid[0, 0].get_ylabel() == "frequency (kHz)"
     assert grid[1, 0].get_ylabel() == "trial"
@@ -132,7 +133,10 @@ def test_population_raster_grey_rows_are_the_unheard_neurons(corpus, ds):
         rgba = image.to_rgba(values)
         grey = np.array(to_rgba(plot.UNHEARD_COLOR))
         is_grey = np.isclose(rgba, grey, atol=1 / 255).all(-1)
-        assert is_grey[unheard].all() and not is_grey[~unheard].any()
+        assert is_grey[unheard].all()
+        # a heard neuron's row is grey exactly where none of its trials recorded (e.g. before a short pre_time)
+        for i in np.flatnonzero(~unheard):
+            np.testing.assert_array_equal(is_grey[i], np.isnan(raw_psth(corpus, ds, stim, units["neuron"][i])))
         assert f"not heard ({n_grey} of {len(units)})" in [t.get_text() for t in ax.get_legend().get_texts()]
         # rows are the neurons' PSTHs in spikes/s
         i = int(np.flatnonzero(~unheard)[0])
@@ -145,9 +149,11 @@ def test_population_raster_grey_rows_are_the_unheard_neurons(corpus, ds):
     assert min(seen) == 0 and max(seen) > 0  # both cases occur in the sample
 
 
-def test_population_raster_sorted_by_electrode_with_hemisphere_boundary(corpus, ds):
+def test_population_raster_grouped_by_animal_and_site_then_sorted_by_electrode(corpus, ds):
     units = kept_units(corpus, ds)
-    expected = units.sort_values(["electrode", "subsort_id"], kind="stable", na_position="last")
+    units["site_number"] = units["site"].str.extract(r"(\d+)", expand=False).astype(int)
+    expected = units.sort_values(["animal", "site_number", "electrode", "subsort_id"], kind="stable",
+                                 na_position="last").reset_index(drop=True)
     stim = str(ds.stim.values[0])
     ax = plot.population_raster(ds, stim, sort="electrode")
     (image,) = ax.images
@@ -157,14 +163,52 @@ def test_population_raster_sorted_by_electrode_with_hemisphere_boundary(corpus, 
     # the grey rows moved with their neurons
     unheard = ~expected["neuron"].isin(heard_by(corpus, stim)).to_numpy()
     np.testing.assert_array_equal(np.ma.getmaskarray(image.get_array()).all(axis=1), unheard)
-    (line,) = [ln for ln in ax.lines if ln.get_gid() == "hemisphere-boundary"]
-    split = int((expected["electrode"] <= 16).sum())
-    assert 0 < split < len(expected)
-    assert tuple(line.get_ydata()) == (split - 0.5, split - 0.5)
-    assert (expected["electrode"].to_numpy()[:split] <= 16).all()
-    assert (expected["electrode"].to_numpy()[split:] >= 17).all()
-    unsorted = plot.population_raster(ds, stim)
-    assert not [ln for ln in unsorted.lines if ln.get_gid() == "hemisphere-boundary"]
+    # one separator between consecutive (animal, site) groups, each group labelled at its middle
+    key = expected["animal"] + "\n" + expected["site"]
+    starts = [i for i in range(1, len(key)) if key[i] != key[i - 1]]
+    separators = sorted(ln.get_ydata()[0] for ln in ax.lines if ln.get_gid() == "group-boundary")
+    assert separators == [s - 0.5 for s in starts]
+    (labels,) = ax.child_axes
+    bounds = [0, *starts, len(key)]
+    assert [t.get_text() for t in labels.get_yticklabels()] == [key[a] for a in bounds[:-1]]
+    np.testing.assert_allclose(labels.get_yticks(), [(a + b - 1) / 2 for a, b in zip(bounds[:-1], bounds[1:])])
+    # each group's e16/e17 boundary, where the group has electrodes on both sides
+    splits = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        low = int((expected["electrode"][a:b] <= 16).sum())
+        assert (expected["electrode"][a:a + low] <= 16).all() and (expected["electrode"][a + low:b] >= 17).all()
+        if 0 < low < b - a:
+            splits.append(a + low - 0.5)
+    boundaries = sorted(ln.get_ydata()[0] for ln in ax.lines if ln.get_gid() == "hemisphere-boundary")
+    assert boundaries == splits and splits
+    assert "hann 21 ms smoothing" in ax.get_title(loc="left")
+    unsorted = plot.population_raster(ds, stim, smooth_ms=None)
+    assert not [ln for ln in unsorted.lines if ln.get_gid() in ("hemisphere-boundary", "group-boundary")]
+    assert "no smoothing" in unsorted.get_title(loc="left")
+
+
+def test_coverage_image_is_n_trials_with_never_heard_pairs_grey(corpus, ds):
+    ax = plot.coverage(ds)
+    (image,) = ax.images
+    truth = corpus.pairs.set_index(["md5", "neuron"])["n_trials"]
+    expected = np.array([[truth.get((s, n), 0) for n in ds.neuron.values] for s in ds.stim.values])
+    values = image.get_array()
+    np.testing.assert_array_equal(np.ma.filled(values.astype(float), 0), expected)
+    np.testing.assert_array_equal(image.unheard, expected == 0)
+    rgba = image.to_rgba(values)
+    is_grey = np.isclose(rgba, np.array(to_rgba(plot.UNHEARD_COLOR)), atol=1 / 255).all(-1)
+    assert is_grey[expected == 0].all() and not is_grey[expected > 0].any()
+    assert 0 < (expected == 0).sum() < expected.size
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(ds.neuron.values)
+    assert f"never heard ({(expected == 0).sum()} of {expected.size} pairs)" in \
+        [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_spectrogram_colorbar_names_the_quantity_and_units(ds):
+    ax = plot.spectrogram(ds, str(ds.stim.values[0]))
+    (bar,) = [a for a in ax.figure.axes if a is not ax]
+    assert bar.get_ylabel() == "(mel PSD)$^{1/3}$, PSD in full scale$^2$/Hz"
+    assert len(plot.spectrogram(ds, str(ds.stim.values[0]), colorbar=False).figure.axes) == 1
 
 
 def test_bad_arguments_name_the_problem(ds):
