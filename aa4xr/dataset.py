@@ -14,6 +14,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from . import __version__
+from ._validate import check_choices, check_count, check_grid, check_names, check_size_mb
 from .binning import count_block, time_grid
 from .layout import resolve_root, wav_file_name
 from .read import TRIAL_ATTRS
@@ -59,25 +60,6 @@ class Rows:
     size: np.ndarray
     values: dict            # TRIAL_ATTRS and zscore/tstat/pvalue (per row, from its group)
     labels: dict            # protocol and trial_name (str, per row)
-
-
-def check_choices(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
-    """``value`` (one string or several) as a list, each checked against ``allowed``; None stays None."""
-    if value is None:
-        return None
-    values = [value] if isinstance(value, str) else list(value)
-    unknown = [v for v in values if v not in allowed]
-    if unknown:
-        raise ValueError(f"unknown {name} {unknown}; expected any of {list(allowed)}")
-    return values
-
-
-def _check_grid(dt: float, pre: float, post: float) -> None:
-    if not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt={dt!r}: expected a positive bin width in seconds")
-    for name, value in (("pre", pre), ("post", post)):
-        if not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}={value!r}: expected seconds >= 0")
 
 
 def _units_table(animal: str, tables: xr.Dataset) -> pd.DataFrame:
@@ -343,9 +325,12 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     >>> psth = ds.spike_count.mean("trial")
     """
     check_errors(errors)
-    _check_grid(dt, pre, post)
+    check_grid(dt, pre, post)
+    animals = check_names(animals, "animals")
     sort_types = check_choices(sort_types, "sort_types", SORT_TYPES)
     stim_types = check_choices(stim_types, "stim_types", STIM_TYPES)
+    chunk_mb = check_size_mb(chunk_mb, "chunk_mb")
+    processes = check_count(processes, "processes")
     root = resolve_root(root)
     paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor,
                         progress=progress)

@@ -81,7 +81,14 @@ RETRY_WAIT = 2.0
 
 
 class FetchError(RuntimeError):
-    """Base class of every error raised while fetching AA4."""
+    """Base class of every error raised while fetching AA4.
+
+    Its message never holds a URL's query string or fragment (a login
+    redirect may carry the username there): they are cut on construction.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_without_queries(message))
 
 
 class UnknownAnimalError(FetchError, ValueError):
@@ -201,9 +208,8 @@ class CRCNSDownloader:
             answer = self.session.post(self.login_url, data=form, timeout=self.timeout)
             page = self.session.get(folder_url, timeout=self.timeout)
         for response in (answer, page):
-            if not response.ok:  # (a redirect's query may hold the username)
-                url = _without_query(response.url)
-                raise LoginError(f"{url} answered HTTP {response.status_code} to the login")
+            if not response.ok:  # (a redirect's query may hold the username: FetchError cuts it)
+                raise LoginError(f"{response.url} answered HTTP {response.status_code} to the login")
         if LOGGED_IN not in page.text:
             raise LoginError(
                 f"crcns.org rejected the login: {folder_url} does not read {LOGGED_IN!r}. Check the "
@@ -227,7 +233,7 @@ class CRCNSDownloader:
                 readable = response.ok and not _is_html(response)
                 sizes = parse_filelist(response.text) if readable else {}
             if not sizes:
-                LOG.warning("%s/filelist.txt lists no file: sizes cannot be checked", folder_url)
+                LOG.warning("%s/filelist.txt lists no file: sizes cannot be checked", _without_queries(folder_url))
             self._sizes[folder_url] = sizes
         return self._sizes[folder_url]
 
@@ -243,11 +249,11 @@ class CRCNSDownloader:
                 break
             except _NETWORK_ERRORS as error:
                 kept = part.stat().st_size if part.exists() else 0
-                if attempt == self.retries:
+                if attempt == self.retries:  # (no chained error: its text may hold a URL's query)
                     raise DownloadError(
-                        f"the download of {name} broke off {attempt + 1} times ({type(error).__name__}); "
-                        f"the {kept} bytes received are kept in {part}: run again to resume"
-                    ) from error
+                        f"the download of {name} broke off {attempt + 1} times ({type(error).__name__}: "
+                        f"{error}); the {kept} bytes received are kept in {part}: run again to resume"
+                    ) from None
                 LOG.warning("download of %s broke off after %d bytes, resuming", name, kept)
                 time.sleep(RETRY_WAIT * (attempt + 1))
         size = part.stat().st_size
@@ -306,8 +312,19 @@ def _is_html(response: requests.Response) -> bool:
     return "text/html" in response.headers.get("Content-Type", "").lower()
 
 
-def _without_query(url: str) -> str:
-    return url.split("?", 1)[0]
+#: A URL (``scheme://...``, or the ``url: /path`` urllib3 prints) followed by a query or a fragment.
+_QUERY = re.compile(r"((?:\b[a-z][a-z0-9+.-]*://|\burl: )[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
+
+
+def _without_queries(text: str) -> str:
+    """``text`` with the query string and fragment cut from every URL in it.
+
+    Examples
+    --------
+    >>> _without_queries("https://crcns.org/login?__ac_name=me failed; url: /in?a=b (Caused by X)")
+    'https://crcns.org/login failed; url: /in (Caused by X)'
+    """
+    return _QUERY.sub(r"\1", text)
 
 
 def _range_start(response: requests.Response) -> int | None:

@@ -4,7 +4,8 @@ One ``ThreadingHTTPServer`` on 127.0.0.1 (port chosen by the OS) answers:
 
 - ``POST /login_form``: the Plone login form; the right fields and
   credentials set the ``__ac`` session cookie, anything else gets the login
-  page again (status 200, HTML), as crcns.org does;
+  page again (status 200, HTML), as crcns.org does; or, with
+  ``login_redirect`` set, a redirect there with the login name in the query;
 - ``GET /dl/aa-4``: "Logged in as <user>" with a valid cookie, a login page otherwise;
 - ``GET /dl/aa-4/filelist.txt``: ``aa-4/<name> <size>`` per served file;
 - ``GET /dl/aa-4/<name>``: the file, honouring ``Range: bytes=<n>-`` (206 +
@@ -24,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 LOGIN_FIELDS = {"form.submitted": "1", "js_enabled": "0", "pwd_empty": "0", "submit": "Log in"}
 
@@ -50,6 +51,9 @@ class FakeCRCNS:
     honour_range: bool = True
     #: Served with this Content-Type (and no HTML detection from the header).
     content_type: str = "application/x-gzip"
+    #: When set, the login form answers with a redirect here, the login name in the query
+    #: (as a Plone ``came_from`` redirect may): the URL a failure could echo.
+    login_redirect: str | None = None
     requests: list[Request] = field(default_factory=list)
     sessions: set[str] = field(default_factory=set)
 
@@ -93,6 +97,9 @@ def _handler(state: FakeCRCNS) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
             self._record()
             form = {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
+            if state.login_redirect:
+                query = urlencode({"came_from": "/dl/aa-4", "__ac_name": form.get("__ac_name", "")})
+                return self._send(302, b"", {"Location": f"{state.login_redirect}?{query}"})
             accepted = (
                 urlsplit(self.path).path == "/login_form"
                 and all(form.get(key) == value for key, value in LOGIN_FIELDS.items())
