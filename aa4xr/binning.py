@@ -92,7 +92,7 @@ def bin_rows(spike_time: np.ndarray, row_size: np.ndarray, time: np.ndarray, dt:
 def gather(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Concatenate ``values[s:s+n]`` for each (start, size), vectorised."""
     sizes = np.asarray(sizes, np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    offsets = np.cumsum(sizes) - sizes
     return values[np.repeat(np.asarray(starts, np.int64) - offsets, sizes) + np.arange(sizes.sum())]
 
 

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from dask.base import tokenize
 
-from . import __version__
-from ._validate import check_choices, check_count, check_grid, check_names, check_size_mb
-from .binning import count_block, time_grid
+from ._validate import warn_user
+from .indexes import LabelIndex
 from .layout import resolve_root, wav_file_name
 from .read import TRIAL_ATTRS
-from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
-from .store import cache_dir, check_errors, load_tables, read_spikes, stim_order, stimulus_table, store_paths
+from .store import load_tables, stim_order, stimulus_table
 
 STIM_TYPES = ("song", "call", "mlnoise")
 SORT_TYPES = ("single", "multi", "noise", "tdt")
@@ -60,6 +57,25 @@ class Rows:
     size: np.ndarray
     values: dict            # TRIAL_ATTRS and zscore/tstat/pvalue (per row, from its group)
     labels: dict            # protocol and trial_name (str, per row)
+
+
+def check_choices(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
+    """``value`` (one string or several) as a list, each checked against ``allowed``; None stays None."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {name} {unknown}; expected any of {list(allowed)}")
+    return values
+
+
+def _check_grid(dt: float, pre: float, post: float) -> None:
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt={dt!r}: expected a positive bin width in seconds")
+    for name, value in (("pre", pre), ("post", post)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}={value!r}: expected seconds >= 0")
 
 
 def _units_table(animal: str, tables: xr.Dataset) -> pd.DataFrame:
@@ -108,48 +124,6 @@ def _chunks(sizes: np.ndarray, limit: int) -> tuple[int, ...]:
         full, rest = divmod(int(size), limit)
         out += [limit] * full + ([rest] if rest else [])
     return tuple(out) or (0,)
-
-
-def _block(path: str, lo: int, hi: int, *args) -> np.ndarray:
-    """Dask task: read a store slice and bin it (top-level so it pickles)."""
-    spikes = read_spikes(path, lo, hi) if hi > lo else np.empty(0)
-    return count_block(spikes, *args)
-
-
-def _spike_count(rows: Rows, paths: list[str], shape: tuple[int, int, int], time: np.ndarray,
-                 dt: float, post: float, durations: np.ndarray, neuron_runs: np.ndarray,
-                 chunk_bytes: int) -> da.Array:
-    """The lazy ``spike_count`` array: one task per (stim chunk, neuron chunk)."""
-    n_stim, n_neuron, n_trial = shape
-    cell_bytes = max(1, n_trial * time.size * 4)
-    neuron_chunks = _chunks(neuron_runs, max(1, min(n_neuron or 1, chunk_bytes // cell_bytes)))
-    stim_step = max(1, chunk_bytes // (cell_bytes * max(neuron_chunks)))
-    stim_chunks = _chunks(np.array([n_stim]), stim_step)
-    s_bounds, n_bounds = np.cumsum((0,) + stim_chunks), np.cumsum((0,) + neuron_chunks)
-    s_block = np.searchsorted(s_bounds, rows.stim, side="right") - 1
-    n_block = np.searchsorted(n_bounds, rows.neuron, side="right") - 1
-    order = np.lexsort((np.arange(rows.stim.size), n_block, s_block))
-    key = s_block[order] * len(neuron_chunks) + n_block[order]
-    cuts = np.flatnonzero(np.diff(key)) + 1
-    by_block = dict(zip(key[np.r_[0, cuts]] if key.size else [], np.split(order, cuts)))
-    name = "spike_count-" + tokenize(paths, shape, time, dt, post, rows.stim, rows.neuron, chunk_bytes)
-    dsk = {}
-    for i, (s0, s1) in enumerate(zip(s_bounds[:-1], s_bounds[1:])):
-        for j, (n0, n1) in enumerate(zip(n_bounds[:-1], n_bounds[1:])):
-            idx = by_block.get(i * len(neuron_chunks) + j, np.empty(0, int))
-            bshape = (int(s1 - s0), int(n1 - n0), n_trial)
-            cell = ((rows.stim[idx] - s0) * bshape[1] + rows.neuron[idx] - n0) * n_trial + rows.trial[idx]
-            path = paths[rows.path[idx[0]]] if idx.size else ""
-            start, size = rows.start[idx], rows.size[idx]
-            lo = int(start.min()) if idx.size else 0
-            hi = int((start + size).max()) if idx.size else 0
-            dsk[(name, i, j, 0, 0)] = (
-                _block, path, lo, hi, start - lo, size, cell, durations[rows.stim[idx]],
-                rows.values["pre_time"][idx], rows.values["post_time"][idx], bshape, time, dt,
-                durations[s0:s1], post,
-            )
-    return da.Array(dsk, name, chunks=(stim_chunks, neuron_chunks, (n_trial,), (time.size,)),
-                    dtype=np.float32, meta=np.empty((0, 0, 0, 0), np.float32))
 
 
 def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFrame, pd.DataFrame, Rows, pd.DataFrame]:
@@ -227,25 +201,36 @@ def _dense(rows: Rows, shape: tuple, key: str, first_trial: bool = False) -> np.
     return out
 
 
-#: Label coordinates given an index, so ``ds.sel(stim_type="song")`` just works.
-INDEXED = ("stim_type", "call_type", "stim_class", "animal", "sex", "site", "sort_type")
-
-
 def index_coords(ds: xr.Dataset) -> xr.Dataset:
-    """Index aa4xr's label coordinates so ``.sel`` accepts them.
+    """Index aa4xr's label and number coordinates so ``.sel`` accepts them; strings as fixed-width unicode.
 
-    ``open_aa4`` does this already; netCDF does not store indexes, so apply it
-    again after ``xr.open_dataset`` of an exported file.
+    One :class:`aa4xr.indexes.LabelIndex` per dimension holds its
+    coordinates (``stim_type`` ... ``duration`` on ``stim``, ``animal`` ...
+    ``subsort_id`` on ``neuron``), so a value, a list, a numeric slice or a
+    mask selects, several at once. ``open_aa4`` does this already; netCDF
+    stores no indexes (and reads strings back as objects), so apply it after
+    ``xr.open_dataset`` of an exported file with another engine than ``"aa4"``.
 
     Examples
     --------
     >>> ds = index_coords(open_aa4())
-    >>> songs = ds.sel(stim_type="song")
+    >>> songs = ds.sel(stim_type=["song", "call"], duration=slice(0.5, None))
     """
-    for name in INDEXED:
-        if name in ds.coords and name not in ds.xindexes:
-            ds = ds.set_xindex(name)
-    return ds
+    text = {name: xr.Variable(var.dims, var.values.astype(str), var.attrs, var.encoding)
+            for name, var in ds.variables.items() if var.dtype == object and var.size
+            and all(isinstance(v, str) for v in var.values.ravel()[:100])}
+    for dim, names in (("stim", STIM_COORDS), ("neuron", NEURON_COORDS)):
+        names = [n for n in names if n in ds.coords and ds[n].dims == (dim,)]
+        indexed = [n for n in names if n in ds.xindexes]
+        if names and indexed == names and isinstance(ds.xindexes[names[0]], LabelIndex) and not text.keys() & names:
+            continue
+        ds = ds.drop_indexes(indexed) if indexed else ds
+        ds = ds.assign_coords({n: v for n, v in text.items() if n in [dim, *names]})
+        if names:
+            ds = ds.set_xindex(names, LabelIndex)
+    rest = {n: v for n, v in text.items() if n not in ("stim", "neuron", *STIM_COORDS, *NEURON_COORDS)}
+    return ds.assign_coords({n: v for n, v in rest.items() if n in ds.coords}).assign(
+        {n: v for n, v in rest.items() if n not in ds.coords})
 
 
 def export_encoding(spike_count: xr.DataArray) -> dict:
@@ -269,14 +254,17 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              dt: float = 0.005, pre: float = 0.0, post: float = 0.0, errors: str = "raise",
              spectrogram: bool = True, waveform: bool = False, audio_fs: float = 24000.0,
              window_ms: float = 10.0, n_mels: int = 32, fmin: float = 0.0, fmax: float | None = None,
-             compression: str = "cubic", chunk_mb: float = 8.0, processes: int | None = None, executor: Executor | None = None,
-             progress: bool | None = None) -> xr.Dataset:
+             compression: str = "cubic", chunk_mb: float = 8.0, processes: int | None = None,
+             executor: Executor | None = None, progress: bool | None = None, chunks: dict | None = {}) -> xr.Dataset:
     """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.
 
     The first open of a root reads its HDF5 files once into the spike-time
     store (see :func:`aa4xr.open_spike_times`); later opens, at any ``dt`` or
-    window, read only the store. ``spike_count`` is a dask array computed
-    chunk by chunk from exact spike times; nothing of the dense size is held.
+    window, read only the store. It is ``xr.open_dataset(root, engine="aa4",
+    chunks={}, ...)``: ``spike_count`` is a dask array over the lazily indexed
+    backend array of :mod:`aa4xr.backend`, chunked as the store lies; a
+    selection bins only the cells it selects, a reduction streams chunk by
+    chunk, and nothing of the dense size is held.
 
     Parameters
     ----------
@@ -305,6 +293,10 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
         Add ``waveform (stim, sample)`` resampled to ``audio_fs`` Hz.
     chunk_mb : float
         Target size of one ``spike_count`` chunk.
+    chunks : dict or None
+        xarray's ``chunks=``: ``{}`` (the store's chunks), any other
+        chunking, or None for no dask (``spike_count`` stays a lazily indexed
+        array that bins on access).
     processes, executor, progress
         Ingest: worker processes, or any ``concurrent.futures.Executor``
         (e.g. ``distributed.Client(...).get_executor()``); a progress bar
@@ -324,62 +316,17 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     >>> songs = ds.sel(stim_type="song")
     >>> psth = ds.spike_count.mean("trial")
     """
-    check_errors(errors)
-    check_grid(dt, pre, post)
-    animals = check_names(animals, "animals")
-    sort_types = check_choices(sort_types, "sort_types", SORT_TYPES)
-    stim_types = check_choices(stim_types, "stim_types", STIM_TYPES)
-    chunk_mb = check_size_mb(chunk_mb, "chunk_mb")
-    processes = check_count(processes, "processes")
-    root = resolve_root(root)
-    paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor,
-                        progress=progress)
-    stims, units, rows, sources = _collect(root, paths, sort_types, stim_types)
-    n_trials = np.zeros((len(stims), len(units)), "i8")
-    np.add.at(n_trials, (rows.stim, rows.neuron), 1)
-    shape = (len(stims), len(units), int(n_trials.max(initial=0)))
-    durations = stims["duration"].to_numpy("f8")
-    time = time_grid(durations, dt, pre, post)
-    runs = units.groupby("animal", sort=False).size().to_numpy()
-    spike_count = _spike_count(rows, [str(p) for p in paths.values()], shape, time, dt, post, durations,
-                               runs, int(chunk_mb * 2**20))
-    sn, snt = ("stim", "neuron"), ("stim", "neuron", "trial")
-    ds = xr.Dataset(
-        {
-            "spike_count": (snt + ("time",), spike_count),
-            "n_trials": (sn, n_trials),
-            **{k: (snt, _dense(rows, shape, k)) for k in TRIAL_ATTRS},
-            **{k: (sn, _dense(rows, shape, k, first_trial=True)) for k in ("zscore", "tstat", "pvalue")},
-            **{k: (snt, _dense_labels(rows, shape, k)) for k in ("protocol", "trial_name")},
-        },
-        coords={
-            "stim": stims["md5"].to_numpy(object),
-            **{k: ("stim", stims[k].to_numpy(object if k != "duration" else "f8")) for k in STIM_COORDS},
-            "neuron": units["neuron"].to_numpy(object),
-            **{k: ("neuron", units[k].to_numpy() if units[k].dtype.kind in "if" else units[k].to_numpy(object))
-               for k in NEURON_COORDS},
-            "trial": np.arange(shape[2]),
-            "time": time,
-        },
-        attrs={
-            "title": "CRCNS AA4 zebra-finch auditory responses (aa4xr)",
-            "source": "doi:10.6080/K00C4T06",
-            "root": str(root), "dt": float(dt), "pre": float(pre), "post": float(post),
-            "animals": ",".join(paths), "sort_types": ",".join(sort_types or SORT_TYPES),
-            "stim_types": ",".join(stim_types or STIM_TYPES), "aa4xr_version": __version__,
-        },
-    )
-    for name, attrs in ATTRS.items():
-        ds[name].attrs.update(attrs)
-    ds["spike_count"].encoding = export_encoding(ds["spike_count"])
-    ds = index_coords(ds)
-    if spectrogram or waveform:
-        sounds = locate_sounds(sources, stims.set_index("md5")["duration"], cache_dir=cache_dir() / "md5")
-        if spectrogram:
-            ds = ds.merge(stimulus_spectrograms(sounds, time, dt, post, window_ms=window_ms, n_mels=n_mels,
-                                                fmin=fmin, fmax=fmax, compression=compression,
-                                                cache_dir=cache_dir() / "spectrograms"))
-        if waveform:
-            ds = ds.merge(stimulus_waveforms(sounds, audio_fs=audio_fs))
-    ds["zscore"].attrs["note"] = "first protocol group (by name) of the pair"
+    kwargs = dict(animals=animals, stim_types=stim_types, sort_types=sort_types, dt=dt, pre=pre, post=post,
+                  errors=errors, spectrogram=spectrogram, waveform=waveform, audio_fs=audio_fs,
+                  window_ms=window_ms, n_mels=n_mels, fmin=fmin, fmax=fmax, compression=compression,
+                  chunk_mb=chunk_mb, processes=processes, executor=executor, progress=progress)
+    chunks = dict(chunks) if isinstance(chunks, dict) else chunks
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = xr.open_dataset(str(resolve_root(root)), engine="aa4", chunks=chunks, **kwargs)
+    for warning in caught:  # raised under xarray's frames: point them at the caller's line again
+        warn_user(str(warning.message), warning.category)
+    for var in ds.variables.values():  # the per-pair and per-trial tables are small: in memory, as the backend has them
+        if var.chunks is not None and not {"time", "sample"} & set(var.dims):
+            var.load(scheduler="sync")
     return ds

@@ -1,0 +1,333 @@
+"""The ``aa4`` xarray engine: ``xr.open_dataset(root, engine="aa4", dt=...)``.
+
+``spike_count`` is a :class:`SpikeCountArray`, a lazily indexed
+:class:`xarray.backends.BackendArray` over the spike-time store: any
+``isel``/``sel``/slice bins only the selected (stim, neuron, trial, time)
+cells, from only their rows. Its ``preferred_chunks`` follow the store's
+layout (stimulus runs by one animal's neurons), so ``chunks={}`` gives dask
+chunks whose tasks are one small picklable key each: a worker rebuilds the
+row layout from the store once, and the graph's size depends on the number
+of chunks, not of trials. Selections on a chunked array reach the reader
+through dask's slice fusion.
+
+A netCDF file exported by aa4xr opens with ``engine="aa4"`` too, with its
+label indexes restored (see :func:`aa4xr.index_coords`).
+
+Examples
+--------
+>>> import xarray as xr
+>>> from aa4xr.layout import resolve_root
+>>> ds = xr.open_dataset(resolve_root(None), engine="aa4", dt=0.01, chunks={})
+>>> one = ds.spike_count.isel(neuron=0).mean("trial")  # will bin one neuron's rows only
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.core import indexing
+
+from .binning import count_block, gather, time_grid
+
+__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "Layout"]
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """Where every (stim, neuron, trial) cell's spikes lie, rows sorted by cell.
+
+    ``pair_ptr[s * N + n]`` .. ``pair_ptr[s * N + n + 1]`` are the rows of
+    the pair ``(s, n)`` in the ``row_*`` arrays, in trial order.
+    """
+
+    paths: tuple[str, ...]
+    shape: tuple[int, int, int]
+    time: np.ndarray
+    dt: float
+    post: float
+    durations: np.ndarray
+    pair_ptr: np.ndarray
+    row_path: np.ndarray
+    row_start: np.ndarray
+    row_size: np.ndarray
+    row_trial: np.ndarray
+    row_pre: np.ndarray
+    row_post: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows, paths, shape, time, dt, post, durations) -> Layout:
+        """From :class:`aa4xr.dataset.Rows` (any order) and the grid."""
+        S, N, _ = shape
+        pair = rows.stim.astype("i8") * N + rows.neuron
+        order = np.lexsort((rows.trial, pair))
+        ptr = np.searchsorted(pair[order], np.arange(S * N + 1)).astype("i8")
+        return cls(tuple(map(str, paths)), tuple(map(int, shape)), np.asarray(time, float), float(dt), float(post),
+                   np.asarray(durations, float), ptr, rows.path[order].astype("i4"), rows.start[order].astype("i8"),
+                   rows.size[order].astype("i8"), rows.trial[order].astype("i4"),
+                   np.asarray(rows.values["pre_time"], float)[order], np.asarray(rows.values["post_time"], float)[order])
+
+    def rows_of(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the cells ``stim x neuron x trial`` (sorted unique positions) and each row's flat cell."""
+        pair = (stim[:, None] * self.shape[1] + neuron[None, :]).ravel()
+        lo, n = self.pair_ptr[pair], self.pair_ptr[pair + 1] - self.pair_ptr[pair]
+        rows = gather(np.arange(self.row_trial.size), lo, n)
+        place = np.full(self.shape[2], -1)
+        place[trial] = np.arange(trial.size)
+        r = place[self.row_trial[rows]]
+        keep = r >= 0
+        cell = np.repeat(np.arange(pair.size), n)[keep] * trial.size + r[keep]
+        return rows[keep], cell
+
+    def bin(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """``spike_count[stim, neuron, trial, time]`` for sorted unique positions, float32, NaN-masked."""
+        rows, cell = self.rows_of(stim, neuron, trial)
+        shape = (stim.size, neuron.size, trial.size)
+        if not time.size or not min(shape):
+            return np.full((*shape, time.size), np.nan, np.float32)
+        by_path = np.argsort(self.row_path[rows], kind="stable")
+        rows, cell = rows[by_path], cell[by_path]
+        sizes = self.row_size[rows]
+        spikes = np.concatenate([np.empty(0)] + [
+            gather(spike_times(self.paths[p]), self.row_start[rows[self.row_path[rows] == p]],
+                   sizes[self.row_path[rows] == p]) for p in np.unique(self.row_path[rows])])
+        t0, t1 = int(time[0]), int(time[-1]) + 1
+        pair_stim = stim[cell // (neuron.size * trial.size)]
+        block = count_block(spikes, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes, cell,
+                            self.durations[pair_stim], self.row_pre[rows], self.row_post[rows], shape,
+                            self.time[t0:t1], self.dt, self.durations[stim], self.post)
+        return block if t1 - t0 == time.size else block[..., time - t0]
+
+
+@functools.lru_cache(maxsize=64)
+def spike_times(path: str) -> np.ndarray:
+    """A store's ``spike_time``, memory-mapped when stored contiguous and uncompressed, else read whole."""
+    with h5py.File(path, "r") as f:
+        dset = f["spike_time"]
+        offset = dset.id.get_offset()
+        if offset is None or dset.chunks is not None or not dset.dtype.isnative:
+            return dset[()]
+        return np.memmap(path, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape)
+
+
+@functools.lru_cache(maxsize=4)
+def _layout(key: tuple) -> Layout:
+    """The layout of an open, rebuilt from the stores (once per process) when a worker unpickles an array."""
+    from .dataset import _collect  # the row placement open_aa4 uses
+
+    root, paths, sort_types, stim_types, dt, pre, post = key
+    stims, units, rows, _ = _collect(Path(root), dict(paths), sort_types, stim_types)
+    return _layout_of(rows, paths, stims, units, dt, pre, post)
+
+
+def _layout_of(rows, paths, stims, units, dt, pre, post) -> Layout:
+    n_trials = np.bincount(rows.stim.astype("i8") * len(units) + rows.neuron, minlength=len(stims) * len(units))
+    durations = stims["duration"].to_numpy("f8")
+    time = time_grid(durations, dt, pre, post)
+    return Layout.from_rows(rows, [p for _, p in paths], (len(stims), len(units), int(n_trials.max(initial=0))),
+                            time, dt, post, durations)
+
+
+def _positions(k, n: int) -> np.ndarray:
+    return np.arange(n)[k] if isinstance(k, slice) else np.atleast_1d(np.asarray(k, "i8")) % max(n, 1)
+
+
+class SpikeCountArray(BackendArray):
+    """``spike_count (stim, neuron, trial, time)``: bins exactly the cells an outer index selects.
+
+    Pickles as the key of its open (root, store paths, choices, grid):
+    an unpickled copy rebuilds its :class:`Layout` from the stores once per
+    process, so a dask graph ships no per-trial arrays.
+    """
+
+    def __init__(self, key: tuple, layout: Layout | None = None):
+        self.key = key
+        self._layout = layout
+        probe = layout or _layout(key)
+        self.shape = (*probe.shape, probe.time.size)
+        self.dtype = np.dtype(np.float32)
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            self._layout = _layout(self.key)
+        return self._layout
+
+    def __reduce__(self):
+        return (_unpickle, (self.key, self.shape))
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        wanted = [_positions(k, n) for k, n in zip(key, self.shape)]
+        unique = [np.unique(w, return_inverse=True) for w in wanted]
+        out = self.layout.bin(*(u for u, _ in unique))
+        if any(u.size != w.size or (u.size and (u != w).any()) for (u, _), w in zip(unique, wanted)):
+            out = out[np.ix_(*(inv.ravel() for _, inv in unique))]
+        drop = tuple(i for i, k in enumerate(key) if not isinstance(k, slice) and np.ndim(k) == 0)
+        return out.squeeze(axis=drop) if drop else out
+
+
+def _unpickle(key: tuple, shape: tuple) -> SpikeCountArray:
+    array = SpikeCountArray.__new__(SpikeCountArray)
+    array.key, array._layout, array.shape, array.dtype = key, None, shape, np.dtype(np.float32)
+    return array
+
+
+def preferred_chunks(shape: tuple[int, int, int, int], neuron_runs: np.ndarray, chunk_bytes: int) -> dict:
+    """Chunks of ``spike_count``: one animal's neurons (split to fit) by runs of stimuli, all trials and bins."""
+    from .dataset import _chunks
+
+    n_stim, n_neuron, n_trial, n_time = shape
+    cell_bytes = max(1, n_trial * n_time * 4)
+    neuron = _chunks(neuron_runs, max(1, min(n_neuron or 1, chunk_bytes // cell_bytes)))
+    stim = _chunks(np.array([n_stim]), max(1, chunk_bytes // (cell_bytes * max(neuron))))
+    return {"stim": stim, "neuron": neuron, "trial": n_trial or 1, "time": n_time or 1}
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a netCDF file written by aa4xr (its ``title`` says so)."""
+    try:
+        with h5py.File(path, "r") as f:
+            title = f.attrs.get("title", b"")
+    except (OSError, ValueError):
+        return False
+    return "(aa4xr)" in (title.decode() if isinstance(title, bytes) else str(title))
+
+
+def is_root(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding AA4 animal folders."""
+    from .layout import find_animals
+
+    try:
+        return Path(path).is_dir() and bool(find_animals(Path(path)))
+    except (OSError, ValueError):
+        return False
+
+
+def _text(values) -> np.ndarray:
+    """Strings as fixed-width unicode (``.plot()`` and numpy need them so, not as objects)."""
+    values = np.asarray(values, dtype=object)
+    return values.astype(str) if values.size else np.array([], dtype="<U1")
+
+
+def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "multi"), dt: float = 0.005,
+              pre: float = 0.0, post: float = 0.0, errors: str = "raise", spectrogram: bool = True,
+              waveform: bool = False, audio_fs: float = 24000.0, window_ms: float = 10.0, n_mels: int = 32,
+              fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 8.0,
+              processes: int | None = None, executor=None, progress: bool | None = None) -> xr.Dataset:
+    """The backend Dataset of an AA4 root: ``spike_count`` lazily indexed, the rest in memory.
+
+    See :func:`aa4xr.open_aa4` for the parameters; xarray's ``chunks=``
+    then wraps ``spike_count`` in dask along its ``preferred_chunks``.
+    """
+    from .dataset import ATTRS, NEURON_COORDS, SORT_TYPES, STIM_COORDS, STIM_TYPES, _collect, _dense, \
+        _dense_labels, export_encoding, index_coords
+    from .layout import resolve_root
+    from .read import TRIAL_ATTRS
+    from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
+    from .store import cache_dir, check_errors, store_paths
+    from . import __version__, _validate
+
+    check_errors(errors)
+    _validate.check_grid(dt, pre, post)
+    animals = _validate.check_names(animals, "animals")
+    sort_types = _validate.check_choices(sort_types, "sort_types", SORT_TYPES)
+    stim_types = _validate.check_choices(stim_types, "stim_types", STIM_TYPES)
+    chunk_mb = _validate.check_size_mb(chunk_mb, "chunk_mb")
+    processes = _validate.check_count(processes, "processes")
+    root = resolve_root(root)
+    paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor, progress=progress)
+    stims, units, rows, sources = _collect(root, paths, sort_types, stim_types)
+    key = (str(root), tuple((a, str(p)) for a, p in paths.items()), None if sort_types is None else tuple(sort_types),
+           None if stim_types is None else tuple(stim_types), float(dt), float(pre), float(post))
+    layout = _layout_of(rows, key[1], stims, units, dt, pre, post)
+    shape, time = layout.shape, layout.time
+    n_trials = np.diff(layout.pair_ptr).reshape(shape[:2])
+    runs = units.groupby("animal", sort=False).size().to_numpy()
+    encoding = {**export_encoding(xr.Variable(("stim", "neuron", "trial", "time"), np.empty((*shape, time.size)))),
+                "preferred_chunks": preferred_chunks((*shape, time.size), runs, int(chunk_mb * 2**20))}
+    spike_count = xr.Variable(("stim", "neuron", "trial", "time"),
+                              indexing.LazilyIndexedArray(SpikeCountArray(key, layout)), encoding=encoding)
+    sn, snt = ("stim", "neuron"), ("stim", "neuron", "trial")
+    ds = xr.Dataset(
+        {
+            "spike_count": spike_count,
+            "n_trials": (sn, n_trials),
+            **{k: (snt, _dense(rows, shape, k)) for k in TRIAL_ATTRS},
+            **{k: (sn, _dense(rows, shape, k, first_trial=True)) for k in ("zscore", "tstat", "pvalue")},
+            **{k: (snt, _dense_labels(rows, shape, k)) for k in ("protocol", "trial_name")},
+        },
+        coords={
+            "stim": _text(stims["md5"]),
+            **{k: ("stim", stims[k].to_numpy("f8") if k == "duration" else _text(stims[k])) for k in STIM_COORDS},
+            "neuron": _text(units["neuron"]),
+            **{k: ("neuron", units[k].to_numpy() if units[k].dtype.kind in "if" else _text(units[k]))
+               for k in NEURON_COORDS},
+            "trial": np.arange(shape[2]),
+            "time": time,
+        },
+        attrs={
+            "title": "CRCNS AA4 zebra-finch auditory responses (aa4xr)",
+            "source": "doi:10.6080/K00C4T06",
+            "root": str(root), "dt": float(dt), "pre": float(pre), "post": float(post),
+            "animals": ",".join(paths), "sort_types": ",".join(sort_types or SORT_TYPES),
+            "stim_types": ",".join(stim_types or STIM_TYPES), "aa4xr_version": __version__,
+        },
+    )
+    for name, attrs in ATTRS.items():
+        ds[name].attrs.update(attrs)
+    if spectrogram or waveform:
+        sounds = locate_sounds(sources, stims.set_index("md5")["duration"], cache_dir=cache_dir() / "md5")
+        parts = []
+        if spectrogram:
+            parts.append(stimulus_spectrograms(sounds, time, dt, post, window_ms=window_ms, n_mels=n_mels,
+                                               fmin=fmin, fmax=fmax, compression=compression,
+                                               cache_dir=cache_dir() / "spectrograms"))
+        if waveform:
+            parts.append(stimulus_waveforms(sounds, audio_fs=audio_fs))
+        for part in parts:  # stimulus variables are coordinates of stim: .where on neurons never multiplies them
+            part = part if np.array_equal(part["stim"].values, ds["stim"].values) else part.sel(stim=ds["stim"].values)
+            for name, var in part.variables.items():
+                if name in ds.variables:
+                    continue
+                if var.dtype == object:
+                    var = xr.Variable(var.dims, _text(var.values), var.attrs)
+                elif var.chunks is not None:
+                    var.encoding["preferred_chunks"] = dict(zip(var.dims, (c[0] for c in var.chunks)))
+                ds.coords[name] = var
+    ds["zscore"].attrs["note"] = "first protocol group (by name) of the pair"
+    return index_coords(ds)
+
+
+class AA4BackendEntrypoint(BackendEntrypoint):
+    """``engine="aa4"``: an AA4 root (see :func:`aa4xr.open_aa4` for the keywords), or an aa4xr netCDF export."""
+
+    description = "The CRCNS AA4 zebra-finch corpus as one lazy labelled Dataset (aa4xr)"
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "animals", "stim_types", "sort_types", "dt",
+                               "pre", "post", "errors", "spectrogram", "waveform", "audio_fs", "window_ms",
+                               "n_mels", "fmin", "fmax", "compression", "chunk_mb", "processes", "executor",
+                               "progress")
+
+    def guess_can_open(self, filename_or_obj) -> bool:
+        if not isinstance(filename_or_obj, (str, os.PathLike)):
+            return False
+        path = Path(filename_or_obj)
+        return is_root(path) or (path.suffix in (".nc", ".nc4", ".h5") and path.is_file() and is_export(path))
+
+    def open_dataset(self, filename_or_obj, *, drop_variables=None, **kwargs) -> xr.Dataset:
+        path = Path(filename_or_obj)
+        if path.is_file():
+            if kwargs:
+                raise TypeError(f"{path} is a netCDF export: {sorted(kwargs)} apply to an AA4 root only")
+            from .dataset import index_coords
+
+            return index_coords(xr.open_dataset(path, engine="h5netcdf", drop_variables=drop_variables))
+        return open_root(path, **kwargs).drop_vars(drop_variables or [], errors="ignore")
