@@ -18,6 +18,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ._validate import warn_user
+
 #: Unit file names: ``Site<S>_L<ldepth>R<rdepth>_e<electrode>_s<sort>[_ss<k>].h5``,
 #: either depth may be missing.
 UNIT_NAME = re.compile(
@@ -123,14 +125,27 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
     return path.resolve()
 
 
-def find_animals(root: Path) -> list[str]:
+def find_animals(root: Path, errors: str = "raise") -> list[str]:
     """Animal folders under ``root``: sub-folders holding at least one unit file.
 
-    Raises ``FileNotFoundError`` when there is none, saying what was expected.
+    A sub-folder that cannot be listed (no permission) might be an animal: it
+    raises ``PermissionError`` naming it, or with ``errors="warn"`` is left out
+    with a warning naming it. Raises ``FileNotFoundError`` when no animal is
+    found, saying what was expected.
     """
-    animals = sorted(
-        p.name for p in root.iterdir() if p.is_dir() and any(UNIT_NAME.match(h5.stem) for h5 in p.glob("*.h5"))
-    )
+    animals = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            names = os.listdir(folder)
+        except PermissionError as exc:
+            message = f"cannot list the folder {str(folder)!r} ({exc.strerror}): its units would be missing"
+            if errors == "raise":
+                raise PermissionError(f"{message}; fix its permissions, or open with errors='warn' to leave "
+                                      "it out") from exc
+            warn_user(f"{message}; left out")
+            continue
+        if any(name.endswith(".h5") and UNIT_NAME.match(name[:-3]) for name in names):
+            animals.append(folder.name)
     if not animals:
         raise FileNotFoundError(
             f"no animal folders under {str(root)!r}: expected <root>/<animal>/<unit>.h5 "
@@ -150,6 +165,8 @@ def select_animals(available: list[str], animals: Iterable[str] | str | None) ->
     if animals is None:
         return list(available)
     wanted = [animals] if isinstance(animals, str) else list(animals)
+    if not wanted:
+        raise ValueError(f"animals=[] selects nothing: give any of {available}, or None for all")
     unknown = [a for a in wanted if a not in available]
     if unknown:
         raise ValueError(f"unknown animal(s) {unknown}; this root holds {available}")
@@ -167,7 +184,7 @@ def find_unit_files(root: Path, animal: str) -> pd.DataFrame:
     for path in sorted((root / animal).glob("*.h5")):
         if not UNIT_NAME.match(path.stem):
             continue
-        stat = path.stat()
+        stat = path.stat() if path.exists() else path.lstat()  # a broken link: the reader names it
         rows.append(
             {"animal": animal, "stem": path.stem, "path": str(path),
              "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

@@ -17,8 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import socket
 import sys
 import tempfile
+import threading
+import time
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -31,7 +35,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ._cache import cache_dir  # noqa: F401  (re-exported)
-from .layout import find_animals, find_unit_files, resolve_root, select_animals
+from ._validate import warn_user
+from .layout import find_animals, find_other_files, find_unit_files, resolve_root, select_animals
 from .read import KNOWN_ATTRS, TRIAL_ATTRS, Unit, UnitFileError, read_unit
 
 #: Bump when the store's content or layout changes; old stores are then ignored.
@@ -100,9 +105,15 @@ def stimulus_table(groups: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_or_error(path: str) -> Unit | str:
-    """Worker: a unit, or the error message naming the file."""
+    """Worker: a unit, or the error message naming the file.
+
+    The reader's warnings are silenced here: a worker's would be lost, and the
+    store warns about the same facts on every open (see :func:`store_paths`).
+    """
     try:
-        return read_unit(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read_unit(path)
     except UnitFileError as exc:
         return str(exc)
 
@@ -205,16 +216,90 @@ def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tu
     return ds
 
 
-def _write_atomic(ds: xr.Dataset, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=path.parent)
-    os.close(fd)
+class StoreError(OSError):
+    """A spike-time store that cannot be read; the message names it and how to rebuild it."""
+
+
+#: Elements per HDF5 chunk of the store's variables (each chunk carries a fletcher32 checksum).
+CHUNK = 2**16
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    """fletcher32 checksums on every numeric variable, so a corrupt block raises instead of
+    misreading (HDF5 filters cannot apply to variable-length strings)."""
+    return {name: {"fletcher32": True, "chunksizes": (max(1, min(CHUNK, var.size)),)}
+            for name, var in ds.variables.items() if var.ndim == 1 and var.dtype.kind in "iuf"}
+
+
+def check_cache_writable(folder: Path) -> None:
+    """Fail early, naming the folder and ``$AA4XR_CACHE_DIR``, if stores cannot be written there."""
     try:
-        ds.to_netcdf(tmp, engine="netcdf4")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StoreError(f"cannot write spike-time stores to {str(folder)!r} ({exc.strerror or exc}); point "
+                         "$AA4XR_CACHE_DIR at a writable folder") from exc
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.{socket.gethostname()}.{os.getpid()}.nc.tmp")
+
+
+def clean_stale_tmp(folder: Path) -> list[Path]:
+    """Remove temporary stores left by processes of this host that no longer run."""
+    removed = []
+    for tmp in folder.glob(f".*.{socket.gethostname()}.*.nc.tmp"):
+        pid = tmp.name.split(".")[-3]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_atomic(ds: xr.Dataset, path: Path) -> None:
+    """Write a store under a temporary name and rename it: a reader never sees half a store.
+
+    The file gets the permissions the umask allows (a cache shared within a lab
+    works); a full disk is an error naming the folder and the space needed.
+    """
+    tmp = _tmp_name(path)
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf", encoding=_encoding(ds))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        needed = ds.nbytes
+        if isinstance(exc, (OSError, RuntimeError)) and free < 2 * needed:
+            raise StoreError(f"no room to write the store {path.name} in {str(path.parent)!r}: about "
+                             f"{needed / 2**20:.0f} MB needed, {free / 2**20:.0f} MB free on that disk; free "
+                             "space or point $AA4XR_CACHE_DIR elsewhere") from exc
         raise
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the process that started us is gone."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _read_all(paths: list[str], processes: int | None, executor: Executor | None, progress: bool, desc: str):
@@ -223,14 +308,19 @@ def _read_all(paths: list[str], processes: int | None, executor: Executor | None
     workers = min(processes or os.cpu_count() or 1, len(paths))
     if workers <= 1:
         return [_read_or_error(p) for p in tqdm(paths, desc=desc, disable=not progress)]
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
         chunk = max(1, len(paths) // (8 * workers))
         return list(tqdm(pool.map(_read_or_error, paths, chunksize=chunk), total=len(paths),
                          desc=desc, disable=not progress))
 
 
+def store_path(root: Path, animal: str) -> Path:
+    """Where the store of an animal's current unit files lives (it may not exist yet)."""
+    return cache_dir() / "stores" / f"{animal}-{fingerprint(find_unit_files(root, animal))}.nc"
+
+
 def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: int | None = None,
-                  executor: Executor | None = None, progress: bool = False) -> Path:
+                  executor: Executor | None = None, progress: bool = False, rebuild: bool = False) -> Path:
     """Build (once) the store of one animal and return its path.
 
     Unit files are read in worker processes (``processes``, default all
@@ -238,12 +328,19 @@ def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: 
     ``dask.distributed`` client's ``get_executor()``). A file that cannot be
     read raises :class:`~aa4xr.read.UnitFileError` naming it, or with
     ``errors="warn"`` is skipped with a warning and recorded in the store's
-    ``skipped_file``/``skipped_reason``.
+    ``skipped_file``/``skipped_reason``. An existing store that does not
+    verify (see :func:`verify_store`) is rebuilt with a warning naming it;
+    ``rebuild=True`` rebuilds it regardless.
     """
     files = find_unit_files(root, animal)
     path = cache_dir() / "stores" / f"{animal}-{fingerprint(files)}.nc"
-    if path.exists():
-        return path
+    if path.exists() and not rebuild:
+        try:
+            verify_store(path)
+            return path
+        except StoreError as exc:
+            warn_user(f"rebuilding the spike-time store of {animal} from its unit files: {exc}")
+    clean_stale_tmp(path.parent)
     results = _read_all(files["path"].tolist(), processes, executor, progress, f"reading {animal}")
     stems, units, skipped = [], [], []
     for stem, file, result in zip(files["stem"], files["path"], results):
@@ -253,10 +350,28 @@ def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: 
         elif errors == "raise":
             raise UnitFileError(f"{result} (open with errors='warn' to skip unreadable files)")
         else:
-            warnings.warn(f"skipping unreadable unit file: {result}", stacklevel=3)
+            warn_user(f"skipping unreadable unit file {result}")
             skipped.append((file, result))
     _write_atomic(_assemble(animal, stems, units, skipped), path)
     return path
+
+
+def verify_store(path: Path) -> None:
+    """Check that a store opens, is of this format and is consistent; :class:`StoreError` if not.
+
+    Every variable but ``spike_time`` is read, so its fletcher32 checksums are
+    verified; ``spike_time``'s are verified as its blocks are read.
+    """
+    try:
+        tables = load_tables(path)
+        with h5py.File(path, "r") as f:
+            n_spikes = f["spike_time"].shape[0]
+        ok = (tables.attrs.get("aa4xr_format_version") == FORMAT_VERSION
+              and int(tables["row_size"].values.sum()) == n_spikes)
+    except (OSError, KeyError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable ({exc})") from exc
+    if not ok:
+        raise StoreError(f"{path}: not a complete store of format {FORMAT_VERSION}")
 
 
 def check_errors(errors: str) -> None:
@@ -267,30 +382,49 @@ def check_errors(errors: str) -> None:
 
 def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str = "raise",
                 processes: int | None = None, executor: Executor | None = None,
-                progress: bool | None = None) -> dict[str, Path]:
+                progress: bool | None = None, rebuild: bool = False) -> dict[str, Path]:
     """Ingest (when needed) and return ``{animal: store path}`` for a root.
 
     ``progress`` shows a bar over the files being read (default: when
-    stderr is a terminal). A store built earlier with ``errors="warn"`` that skipped files raises
-    (naming them) when opened with ``errors="raise"``, and warns again with
-    ``errors="warn"``: skipped files never go unnoticed.
+    stderr is a terminal); ``rebuild=True`` re-reads the unit files even when
+    a store of them exists. A store built earlier with ``errors="warn"`` that
+    skipped files raises (naming them) when opened with ``errors="raise"``;
+    with ``errors="warn"`` the skip was warned when it happened.
+
+    Every open warns, once, about files that are read differently from what
+    their names promise: ``*.h5`` files that are not unit files by name
+    (``Old_Units*.h5``; never read) and unit files whose ``spike_ids`` fit
+    neither trial naming rule (numeric order kept).
     """
     check_errors(errors)
     root = resolve_root(root)
-    chosen = select_animals(find_animals(root), animals)
+    chosen = select_animals(find_animals(root, errors), animals)
+    check_cache_writable(cache_dir() / "stores")
     paths = {}
     for animal in chosen:
         path = ingest_animal(root, animal, errors=errors, processes=processes, executor=executor,
-                             progress=sys.stderr.isatty() if progress is None else bool(progress))
+                             progress=sys.stderr.isatty() if progress is None else bool(progress), rebuild=rebuild)
         skipped = read_skipped(path)
-        if skipped:
-            listing = "; ".join(f"{f}: {r}" for f, r in skipped)
-            if errors == "raise":
-                raise UnitFileError(f"unreadable unit file(s) in {animal}: {listing} "
-                                    "(open with errors='warn' to skip them)")
-            warnings.warn(f"skipped unreadable unit file(s) in {animal}: {listing}", stacklevel=2)
+        if skipped and errors == "raise":
+            raise UnitFileError(f"unreadable unit file(s) in {animal}: {'; '.join(r for _, r in skipped)} "
+                                "(open with errors='warn' to skip them)")
         paths[animal] = path
+    _warn_unusual(root, paths)
     return paths
+
+
+def _warn_unusual(root: Path, paths: dict[str, Path]) -> None:
+    others = find_other_files(root, paths)
+    if others:
+        warn_user(f"{len(others)} .h5 file(s) are not unit files by name and were not read: {', '.join(others)}")
+    for animal, path in paths.items():
+        tables = load_tables(path, names=("unit_stem", "unit_rule_disagreements"))
+        bad = [(stem, groups) for stem, groups in zip(tables["unit_stem"].values, tables["unit_rule_disagreements"].values)
+               if groups]
+        if bad:
+            listing = "; ".join(f"{root / animal / stem}.h5: {groups}" for stem, groups in bad)
+            warn_user(f"spike_ids of some stimulus groups fit neither trial naming rule (numeric, MATLAB string "
+                      f"order); their trials are in numeric order, which may not be presentation order: {listing}")
 
 
 def read_skipped(path: Path) -> list[tuple[str, str]]:
@@ -328,8 +462,12 @@ def load_tables(path: Path, prefixes: tuple[str, ...] = tuple(TABLE_DIMS),
 
 def read_spikes(path: str, start: int, stop: int) -> np.ndarray:
     """``spike_time[start:stop]`` of a store, read directly (cheap, picklable call)."""
-    with h5py.File(path, "r") as f:
-        return f["spike_time"][start:stop]
+    try:
+        with h5py.File(path, "r") as f:
+            return f["spike_time"][start:stop]
+    except OSError as exc:
+        raise StoreError(f"{path}: spike_time[{start}:{stop}] unreadable ({exc}); rebuild the store with "
+                         "open_aa4(..., rebuild=True) or `aa4xr cache clear`") from exc
 
 
 def open_spike_times(root=None, *, animals=None, errors: str = "raise", processes: int | None = None,
@@ -369,7 +507,7 @@ def open_spike_times(root=None, *, animals=None, errors: str = "raise", processe
     rows = xr.concat(parts, dim="row") if parts else xr.Dataset()
     import dask.array as da
 
-    spikes = [xr.open_dataset(p, engine="netcdf4", chunks={"spike": 2**22})["spike_time"].data
+    spikes = [xr.open_dataset(p, engine="h5netcdf", chunks={"spike": 2**22})["spike_time"].data
               for p in paths.values()]
     spike_time = da.concatenate(spikes) if spikes else da.zeros(0)
     rows["spike_time"] = xr.Variable("spike", spike_time, {"units": "s", "long_name": "spike time from stimulus onset"})

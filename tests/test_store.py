@@ -1,0 +1,282 @@
+"""The spike-time store and its faults: nothing lost silently, never a dead end.
+
+Each test fails on the store as it was before its fix (see issue 11's list).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+import aa4xr
+from aa4xr import store
+from aa4xr.read import UnitFileError
+
+ANIMAL = "LblBlu2028M"
+
+
+@pytest.fixture
+def root(corpus, tmp_path, fresh_cache):
+    """A private copy of one animal of the sample corpus, with an empty cache."""
+    copy = tmp_path / "root"
+    shutil.copytree(corpus.root / ANIMAL, copy / ANIMAL)
+    return copy
+
+
+def _paths(root, **kwargs):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not unit files by name")
+        return store.store_paths(root, processes=1, **kwargs)
+
+
+def _assert_store_equals_truth(path, corpus):
+    """Every spike of the store, per neuron, equals the ground truth's."""
+    tables = store.load_tables(path)
+    with h5py.File(path, "r") as f:
+        spikes = f["spike_time"][()]
+    truth = corpus.trials[corpus.trials["animal"] == ANIMAL]
+    assert spikes.size == truth["count"].sum() == tables["row_size"].values.sum()
+    np.testing.assert_array_equal(np.sort(spikes), np.sort(corpus.spike_times[np.concatenate(
+        [np.arange(s, s + n) for s, n in zip(truth["start"], truth["count"])])]))
+
+
+def test_store_keeps_ids_attributes_and_how_each_file_was_read(root, corpus):
+    path = _paths(root)[ANIMAL]
+    tables = store.load_tables(path)
+    truth = corpus.trials[corpus.trials["animal"] == ANIMAL]
+    assert tables.sizes["row"] == len(truth)
+    assert np.isnan(tables["row_first_id"].values[tables["row_size"].values == 0]).all()
+    spiking = tables["row_size"].values > 0
+    assert (tables["row_last_id"].values[spiking] - tables["row_first_id"].values[spiking]
+            == tables["row_size"].values[spiking] - 1).all()
+    units = corpus.units[corpus.units["animal"] == ANIMAL].set_index("stem").loc[tables["unit_stem"].values]
+    np.testing.assert_array_equal(tables["unit_writer"].values,
+                                  np.where(units["matlab_style"], "MATLAB", "h5py"))
+    np.testing.assert_array_equal(tables["unit_trial_rule"].values,
+                                  np.where(units["renamed"], "string", "numeric"))
+    assert any("/Stims/stim" in t for t in tables["group_tdt_wavfile"].values)
+    _assert_store_equals_truth(path, corpus)
+
+
+def test_unknown_attributes_are_kept_and_listed(root, corpus):
+    unit = sorted(root.glob(f"{ANIMAL}/Site*.h5"))[0]
+    with h5py.File(unit, "r+") as f:
+        f.attrs["amplifier"] = "RZ5"
+        protocol = next(k for k in f if k.startswith("Call"))
+        group = next(iter(f[protocol].values()))
+        group.attrs["loudness_db"] = 70.0
+        next(iter(group.values())).attrs["snr"] = 3.5
+    path = _paths(root)[ANIMAL]
+    tables = store.load_tables(path)
+    row = list(tables["unit_stem"].values).index(unit.stem)
+    assert tables["unit_unknown_attrs"].values[row] == "group:loudness_db;root:amplifier;trial:snr"
+    assert tables["unit_amplifier"].values[row] == "RZ5"
+    assert np.nanmax(tables["group_loudness_db"].values) == 70.0
+    assert np.nanmax(tables["row_attr_snr"].values) == 3.5
+
+
+def test_old_units_files_are_never_read_and_warned_on_every_open(root, monkeypatch):
+    old = sorted(root.glob(f"{ANIMAL}/Old_Units*.h5"))
+    assert old
+    read = []
+    original = store.read_unit
+    monkeypatch.setattr(store, "read_unit", lambda p: read.append(p) or original(p))
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="not unit files by name") as caught:
+            store.store_paths(root, processes=1)
+        message = str(next(w.message for w in caught if "not unit files" in str(w.message)))
+        assert all(str(p) in message for p in old)
+    assert read and not any("Old_Units" in str(p) for p in read)
+
+
+def test_format_version_bump_rebuilds(root, monkeypatch):
+    path = _paths(root)[ANIMAL]
+    with monkeypatch.context() as bumped:
+        bumped.setattr(store, "FORMAT_VERSION", store.FORMAT_VERSION + 1)
+        assert _paths(root)[ANIMAL] != path  # a new fingerprint: the old store is never opened
+    with h5py.File(path, "r+") as f:  # a store of another format at the current name
+        f.attrs["aa4xr_format_version"] = 1
+    with pytest.warns(UserWarning, match=f"rebuilding.*{path.name}.*format"):
+        assert _paths(root)[ANIMAL] == path
+    assert h5py.File(path, "r").attrs["aa4xr_format_version"] == store.FORMAT_VERSION
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero"])
+def test_truncated_or_zeroed_store_is_rebuilt(root, corpus, damage):
+    path = _paths(root)[ANIMAL]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else bytes(len(data)))
+    with pytest.warns(UserWarning, match=f"rebuilding the spike-time store of {ANIMAL}.*{path.name}"):
+        again = _paths(root)[ANIMAL]
+    _assert_store_equals_truth(again, corpus)
+
+
+def _flip_inside(path, name):
+    """Flip bytes in the middle of a variable's first HDF5 chunk; return its offset."""
+    with h5py.File(path, "r") as f:
+        offset = f[name].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 16)
+        byte = fh.read(1)
+        fh.seek(offset + 16)
+        fh.write(bytes([byte[0] ^ 0x5A]))
+    return offset
+
+
+def test_corrupt_spike_block_raises_naming_the_store(root):
+    path = _paths(root)[ANIMAL]
+    _flip_inside(path, "spike_time")
+    with pytest.raises(store.StoreError, match=rf"{path.name}.*rebuild"):
+        store.read_spikes(str(path), 0, 10)
+
+
+def test_corrupt_table_block_is_rebuilt(root, corpus):
+    path = _paths(root)[ANIMAL]
+    _flip_inside(path, "row_size")
+    with pytest.warns(UserWarning, match=f"rebuilding.*{path.name}"):
+        _paths(root)
+    _assert_store_equals_truth(path, corpus)
+
+
+def test_rebuild_true_rereads_the_files(root, monkeypatch):
+    _paths(root)
+    calls = []
+    original = store._read_or_error
+    monkeypatch.setattr(store, "_read_or_error", lambda p: calls.append(p) or original(p))
+    _paths(root)
+    assert calls == []
+    _paths(root, rebuild=True)
+    assert len(calls) == len(list(root.glob(f"{ANIMAL}/Site*.h5")))
+
+
+def test_cache_that_is_not_a_folder_fails_before_reading(root, tmp_path, monkeypatch):
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("AA4XR_CACHE_DIR", str(blocker))
+    monkeypatch.setattr(store, "_read_all", lambda *a, **k: pytest.fail("ingest ran before the cache check"))
+    with pytest.raises(store.StoreError, match=rf"{blocker}.*AA4XR_CACHE_DIR"):
+        _paths(root)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_cache_fails_before_reading(root, tmp_path, monkeypatch):
+    cache = tmp_path / "ro"
+    (cache / "stores").mkdir(parents=True)
+    (cache / "stores").chmod(0o500)
+    monkeypatch.setenv("AA4XR_CACHE_DIR", str(cache))
+    monkeypatch.setattr(store, "_read_all", lambda *a, **k: pytest.fail("ingest ran before the cache check"))
+    with pytest.raises(store.StoreError, match="AA4XR_CACHE_DIR"):
+        _paths(root)
+
+
+def test_full_disk_names_the_folder_and_the_space(root, fresh_cache, monkeypatch):
+    def no_space(self, path, **kwargs):
+        open(path, "wb").close()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.xr.Dataset, "to_netcdf", no_space)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 1000))
+    with pytest.raises(store.StoreError, match=rf"{fresh_cache / 'stores'}.*MB needed.*MB free"):
+        _paths(root)
+    assert not list((fresh_cache / "stores").glob("*.tmp"))
+
+
+def test_stale_temporary_stores_are_cleaned(root, fresh_cache):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = fresh_cache / "stores"
+    folder.mkdir(parents=True)
+    stale = folder / f".{ANIMAL}-0000.{os.uname().nodename}.{dead.pid}.nc.tmp"
+    live = folder / f".{ANIMAL}-0000.{os.uname().nodename}.{os.getpid()}.nc.tmp"
+    stale.write_bytes(b"half a store")
+    live.write_bytes(b"being written")
+    _paths(root)
+    assert not stale.exists() and live.exists()
+
+
+def test_store_respects_the_umask(root):
+    old = os.umask(0o022)
+    try:
+        path = _paths(root)[ANIMAL]
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_workers_exit_when_the_parent_dies(root, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    script = textwrap.dedent(f"""
+        import os, time, warnings
+        warnings.simplefilter("ignore")
+        from aa4xr import store
+        def slow(path):
+            time.sleep(60)
+        store.read_unit = slow
+        store.store_paths({str(root)!r}, processes=2)
+    """)
+    env = {**os.environ, "AA4XR_CACHE_DIR": str(tmp_path / "cache")}
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.time() + 30
+    workers = []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.2)
+        workers = psutil.Process(parent.pid).children()
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, "workers outlived their parent"
+
+
+def test_skip_warns_once_names_the_file_once_and_strict_open_still_refuses(root):
+    unit = sorted(root.glob(f"{ANIMAL}/Site*.h5"))[0]
+    unit.write_bytes(b"not hdf5")
+    with pytest.raises(UnitFileError, match=unit.name):
+        _paths(root)
+    with pytest.warns(UserWarning, match="skipping unreadable") as caught:
+        _paths(root, errors="warn")
+    message = str(next(w.message for w in caught if "skipping" in str(w.message)))
+    assert message.count(str(unit)) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*not unit files by name")
+        store.store_paths(root, errors="warn", processes=1)  # already said: no second warning
+    with pytest.raises(UnitFileError, match=unit.name):
+        _paths(root)
+
+
+def test_unlistable_animal_folder_is_an_error_or_a_warning(root, monkeypatch):
+    folder = root / ANIMAL
+    (root / "GreBlu9508M").mkdir()
+    shutil.copy(next(folder.glob("Site*.h5")), root / "GreBlu9508M")
+    real = os.listdir
+
+    def listdir(path):
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr("aa4xr.layout.os.listdir", listdir)
+    with pytest.raises(PermissionError, match=rf"{folder}.*errors='warn'"):
+        _paths(root)
+    with pytest.warns(UserWarning, match=f"{folder}.*left out"):
+        paths = _paths(root, errors="warn")
+    assert list(paths) == ["GreBlu9508M"]
+
+
+def test_open_spike_times_equals_ground_truth_after_rebuilds(root, corpus):
+    st = aa4xr.open_spike_times(root, processes=1)
+    truth = corpus.trials[corpus.trials["animal"] == ANIMAL]
+    for row in truth.iloc[::17].itertuples():
+        trains = aa4xr.trial_spike_times(st, row.md5, row.neuron)
+        np.testing.assert_array_equal(trains[row.order], corpus.trial_spikes(row.Index))
