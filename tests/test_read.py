@@ -143,3 +143,110 @@ def test_missing_spike_times_names_the_group(corpus, tmp_path, reader):
         del f[protocol][stim][trial]["spike_times"]
     with pytest.raises(UnitFileError, match=rf"{unit['file']}.*/{protocol}/{stim}/{trial}"):
         read_unit(path, reader=reader)
+
+
+def _first(f):
+    """Paths of the first protocol, stimulus and trial groups of an open unit file."""
+    protocol = next(k for k in f if k.startswith("Call"))
+    stim = sorted(f[protocol], key=int)[0]
+    trial = sorted(f[protocol][stim], key=int)[0]
+    return f"/{protocol}", f"/{protocol}/{stim}", f"/{protocol}/{stim}/{trial}"
+
+
+def _replace(f, path, data):
+    attrs = dict(f[path].attrs)
+    del f[path]
+    f[path] = data
+    f[path].attrs.update(attrs)
+
+
+def _spikes(value):
+    def damage(f):
+        trial = _first(f)[2]
+        _replace(f, f"{trial}/spike_times", value)
+        _replace(f, f"{trial}/spike_ids", np.arange(np.size(value), dtype="f8").reshape(np.shape(value)))
+        return f"{trial}/spike_times"
+    return damage
+
+
+def _rename(level, new):
+    def damage(f):
+        old = _first(f)[level]
+        f.move(old, f"{old.rsplit('/', 1)[0]}/{new}")
+        return f"{old.rsplit('/', 1)[0]}"
+    return damage
+
+
+def _empty_stim(f):
+    stim = _first(f)[1]
+    for trial in list(f[stim]):
+        del f[stim][trial]
+    return stim
+
+
+def _stim_dataset(f):
+    stim = _first(f)[1]
+    del f[stim]
+    f[stim] = np.arange(3.0)
+    return _first(f)[0]
+
+
+def _duration(value):
+    def damage(f):
+        stim = _first(f)[1]
+        f[stim].attrs["stim_duration"] = value
+        return f"{stim}.*stim_duration"
+    return damage
+
+
+FAULTS = {
+    "nan spike": (_spikes(np.array([0.1, np.nan, 0.3])), "NaN or infinite"),
+    "inf spike": (_spikes(np.array([0.1, np.inf])), "NaN or infinite"),
+    "-inf spike": (_spikes(np.array([-np.inf, 0.2])), "NaN or infinite"),
+    "2-D spikes": (_spikes(np.arange(6.0).reshape(2, 3) / 10), r"shape \(2, 3\)"),
+    "integer spikes": (_spikes(np.array([12, 40, 95])), "integer values"),
+    "trial named 3a": (_rename(2, "3a"), r"\['3a'\] are not integers"),
+    "stimulus named stim4": (_rename(1, "stim4"), r"\['stim4'\] are not integers"),
+    "stimulus without trials": (_empty_stim, "no trial groups"),
+    "stimulus as a dataset": (_stim_dataset, "not groups"),
+    "negative duration": (_duration(-1.0), "positive"),
+    "nan duration": (_duration(np.nan), "positive"),
+    "text duration": (_duration("abc"), "positive"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_faults_name_the_file_and_group(corpus, tmp_path, reader, fault):
+    """Each fault: a UnitFileError naming the file and the group, never a silent misread."""
+    damage, what = FAULTS[fault]
+    row = corpus.units.iloc[1]
+    path = tmp_path / row["file"]
+    shutil.copy(corpus.root / row["animal"] / row["file"], path)
+    with h5py.File(path, "r+") as f:
+        where = damage(f)
+    with pytest.raises(UnitFileError, match=rf"{path}: {where}.*{what}|{path}: {where}: .*{what}"):
+        read_unit(path, reader=reader)
+
+
+def test_broken_link_and_faulty_file_are_skipped_with_errors_warn(corpus, tmp_path, fresh_cache):
+    import warnings
+
+    from aa4xr import store
+
+    animal = corpus.units["animal"].iloc[0]
+    root = tmp_path / "root"
+    shutil.copytree(corpus.root / animal, root / animal)
+    units = sorted((root / animal).glob("Site*.h5"))
+    units[0].unlink()
+    units[0].symlink_to(tmp_path / "gone.h5")
+    with h5py.File(units[1], "r+") as f:
+        where = _empty_stim(f)
+    with pytest.raises(UnitFileError, match=units[0].name):
+        store.store_paths(root, processes=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = store.store_paths(root, errors="warn", processes=1)[animal]
+    said = " ".join(str(w.message) for w in caught)
+    assert f"{units[0]}: no such file" in said and f"{units[1]}: {where}: holds no trial groups" in said
+    kept = set(store.load_tables(path)["unit_stem"].values)
+    assert kept == {u.stem for u in units[2:]}
