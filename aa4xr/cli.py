@@ -16,15 +16,18 @@ from . import __version__
 DEFAULT_SORT_TYPES = ("single", "multi")
 
 
-def _names(text: str) -> list[str]:
-    """One command-line word of a multi-value option: comma-separated names."""
-    return [t for t in text.split(",") if t]
+class _Names(argparse.Action):
+    """Collect the values of a multi-value option, each word split at commas."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        names = [n for word in values for n in word.split(",") if n]
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), *names])
 
 
-def _multi(p: argparse.ArgumentParser, flag: str, help: str, metavar: str, **kwargs) -> None:
+def _multi(p: argparse.ArgumentParser, flag: str, help: str, metavar: str) -> None:
     """A multi-value option, spelled alike in every sub-command (space- or comma-separated)."""
-    p.add_argument(flag, nargs="+", type=_names, action="extend", metavar=metavar,
-                   help=f"{help} (space- or comma-separated)", **kwargs)
+    p.add_argument(flag, nargs="+", action=_Names, default=None, metavar=metavar,
+                   help=f"{help} (space- or comma-separated)")
 
 
 def _root(p: argparse.ArgumentParser, help: str = "folder holding <animal>/ folders "
@@ -94,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="summarise a root (default: the built-in sample)")
     _root(info)
-    _multi(info, "--sort-types", "sort types kept (default: single multi)", "TYPE", default=None)
+    _multi(info, "--sort-types", "sort types kept (default: single multi)", "TYPE")
     info.add_argument("--all-units", action="store_true", help="keep every sort type")
     info.set_defaults(func=_info)
 
@@ -103,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     _root(inspect)
     inspect.add_argument("--out", default=".", help="folder of the PNG files (default: the current folder)")
     inspect.add_argument("--dt", type=float, default=0.005, help="bin width in seconds (default: 0.005)")
-    _multi(inspect, "--animals", "animals to open (default: all)", "ANIMAL", default=None)
+    _multi(inspect, "--animals", "animals to open (default: all)", "ANIMAL")
     inspect.add_argument("--neuron", default=None, help="neuron of the single-cell view, <animal>/<stem> "
                          "(default: the one that heard most stimuli)")
     inspect.add_argument("--stim", default=None, help="stimulus (md5) of the population rasters "
@@ -118,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
 
     fetch = sub.add_parser("fetch", help="download and unpack AA4 from CRCNS (free crcns.org account; "
                            "credentials from $CRCNS_USERNAME / $CRCNS_PASSWORD)")
-    _multi(fetch, "--animals", "animals to fetch (default: all six)", "ANIMAL", default=None)
+    _multi(fetch, "--animals", "animals to fetch (default: all six)", "ANIMAL")
     fetch.add_argument("--path", default=None,
                        help="where to unpack (default: $AA4XR_DATA_DIR or the user data dir)")
     fetch.set_defaults(func=_fetch)

@@ -67,7 +67,7 @@ def _check_dataset(ds: xr.Dataset, func: str, *names: str) -> None:
 
 def _check_label(ds: xr.Dataset, dim: str, label: str) -> str:
     label = str(label)
-    if label not in ds.indexes[dim]:
+    if label not in set(np.asarray(ds[dim].values, dtype=str)):
         raise KeyError(f"{dim} {label!r} is not in the Dataset ({ds.sizes[dim]} {dim} values, "
                        f"e.g. {str(ds[dim].values[0]) if ds.sizes[dim] else 'none'!r})")
     return label
@@ -123,7 +123,7 @@ def _window(ds: xr.Dataset, stim: str) -> tuple[np.ndarray, float, float]:
 
 
 def _duration(ds: xr.Dataset, stim: str) -> float:
-    return float(ds["duration"].values[ds.indexes["stim"].get_loc(stim)])
+    return float(ds["duration"].values[np.flatnonzero(np.asarray(ds["stim"].values, dtype=str) == stim)[0]])
 
 
 def _dt(ds: xr.Dataset) -> float:
