@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._validate import warn_user
+from ._validate import check_choices, warn_user  # noqa: F401  (check_choices: re-exported for report)
 from .indexes import LabelIndex
 from .layout import resolve_root, wav_file_name
 from .read import TRIAL_ATTRS
@@ -57,25 +57,6 @@ class Rows:
     size: np.ndarray
     values: dict            # TRIAL_ATTRS and zscore/tstat/pvalue (per row, from its group)
     labels: dict            # protocol and trial_name (str, per row)
-
-
-def check_choices(value, name: str, allowed: tuple[str, ...]) -> list[str] | None:
-    """``value`` (one string or several) as a list, each checked against ``allowed``; None stays None."""
-    if value is None:
-        return None
-    values = [value] if isinstance(value, str) else list(value)
-    unknown = [v for v in values if v not in allowed]
-    if unknown:
-        raise ValueError(f"unknown {name} {unknown}; expected any of {list(allowed)}")
-    return values
-
-
-def _check_grid(dt: float, pre: float, post: float) -> None:
-    if not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt={dt!r}: expected a positive bin width in seconds")
-    for name, value in (("pre", pre), ("post", post)):
-        if not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}={value!r}: expected seconds >= 0")
 
 
 def _units_table(animal: str, tables: xr.Dataset) -> pd.DataFrame:

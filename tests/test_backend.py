@@ -1,0 +1,142 @@
+"""The ``aa4`` engine: xarray's idioms against an independent histogram of the writer's ground truth."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+
+import aa4xr
+from aa4xr import backend
+from test_dataset import expected_spike_count
+
+DT, PRE, POST = 0.01, 0.1, 0.05
+
+
+@pytest.fixture(scope="module")
+def opened(corpus):
+    ds = aa4xr.open_aa4(corpus.root, sort_types=None, dt=DT, pre=PRE, post=POST)
+    return ds, expected_spike_count(corpus, ds, DT, PRE, POST)
+
+
+@pytest.fixture
+def binned_rows(monkeypatch):
+    """Rows each call of the binning kernel receives (the store rows a selection reads)."""
+    calls = []
+    original = backend.count_block
+
+    def counting(spike_time, starts, sizes, *args, **kwargs):
+        calls.append(len(sizes))
+        return original(spike_time, starts, sizes, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "count_block", counting)
+    return calls
+
+
+def test_engine_gives_the_same_dataset(corpus, opened):
+    ds, _ = opened
+    assert backend.AA4BackendEntrypoint().guess_can_open(corpus.root)
+    assert not backend.AA4BackendEntrypoint().guess_can_open(corpus.root / "README.txt")
+    plain = xr.open_dataset(corpus.root, engine="aa4", sort_types=None, dt=DT, pre=PRE, post=POST)
+    assert not isinstance(plain.spike_count.variable._data, np.ndarray)  # lazily indexed, not loaded
+    xr.testing.assert_identical(plain, ds)
+    assert isinstance(ds.spike_count.data, dask.array.Array)
+    assert ds.spike_count.dtype == np.float32
+
+
+@pytest.mark.parametrize("select", [
+    lambda ds, gt: {"stim_type": ["song", "call"]},
+    lambda ds, gt: {"animal": sorted(gt.units["animal"].unique())[:2], "sort_type": "single"},
+    lambda ds, gt: {"electrode": slice(17, 32)},
+    lambda ds, gt: {"neuron": ds.electrode > 16},
+    lambda ds, gt: {"stim_type": "call", "neuron": ds.neuron.values[[4, 1]], "trial": [3, 0, 3],
+                    "time": slice(0.0, 0.2)},
+])
+def test_selections_equal_ground_truth(opened, corpus, select):
+    ds, expected = opened
+    labels = select(ds, corpus)
+    got = ds.sel(labels)
+    truth = xr.DataArray(expected, coords=ds.spike_count.coords, dims=ds.spike_count.dims).sel(labels)
+    assert got.sizes["stim"] and got.sizes["neuron"]
+    for name, value in labels.items():
+        if name in ("stim_type", "animal", "sort_type"):
+            assert set(got[name].values) == set(np.atleast_1d(value))
+        if name == "electrode":
+            assert got.electrode.min() >= 17 and got.electrode.max() <= 32
+    np.testing.assert_array_equal(got.spike_count.values, truth.values)
+    lazy = xr.open_dataset(corpus.root, engine="aa4", sort_types=None, dt=DT, pre=PRE, post=POST).sel(labels)
+    np.testing.assert_array_equal(lazy.spike_count.values, truth.values)
+
+
+def test_unknown_label_named(opened):
+    ds, _ = opened
+    with pytest.raises(KeyError, match="whistle"):
+        ds.sel(stim_type=["song", "whistle"])
+
+
+def test_selection_bins_only_its_rows(opened, corpus, binned_rows):
+    ds, expected = opened
+    neuron = corpus.trials["neuron"].value_counts().index[0]
+    rows = int((corpus.trials["neuron"] == neuron).sum())
+    one = ds.spike_count.sel(neuron=neuron)
+    psth = one.mean("trial").compute(scheduler="sync")
+    assert sum(binned_rows) == rows
+    i = list(ds.neuron.values).index(neuron)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(psth.values, np.nanmean(expected[:, i], axis=1), rtol=1e-6)
+    binned_rows.clear()
+    stim, trial = ds.stim.values[0], 1
+    ds.spike_count.sel(stim=stim, trial=trial).values
+    assert sum(binned_rows) == int(((corpus.trials["md5"] == stim) & (corpus.trials["order"] == trial)).sum())
+
+
+def test_plot_on_label_selections(opened):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    ds, _ = opened
+    assert ds.stim_type.dtype.kind == "U" and ds.neuron.dtype.kind == "U" and ds.animal.dtype.kind == "U"
+    ds.isel(neuron=0).spike_count.mean("trial").isel(stim=0).plot()
+    ds.isel(neuron=0).spike_count.mean("trial").plot()
+    ds.sel(stim_type="song").spike_count.mean(["trial", "time"]).plot()
+    matplotlib.pyplot.close("all")
+
+
+def test_stimulus_never_multiplies(opened):
+    ds, _ = opened
+    masked = ds.where(ds.electrode > 16, drop=True)
+    assert masked.spectrogram.dims == ("stim", "frequency", "time")
+    assert masked.sizes["neuron"] == int((ds.electrode > 16).sum())
+    assert masked.spectrogram.nbytes == ds.spectrogram.nbytes
+    assert "neuron" not in ds.where(ds.electrode > 16).spectrogram.dims
+    assert "neuron" not in ds.sel(neuron=ds.electrode > 16).spectrogram.dims
+    frame = ds.isel(stim=[0], neuron=[0]).spike_count.to_dataframe()
+    assert len(frame) == ds.sizes["trial"] * ds.sizes["time"]  # never once per frequency band
+
+
+def test_graph_is_small_and_ships_no_trials(opened):
+    ds, _ = opened
+    graph = dict(ds.spike_count.sum("trial").__dask_graph__())
+    size = len(pickle.dumps(graph))
+    n_chunks = ds.spike_count.data.npartitions
+    assert size < 2_000 * n_chunks + 20_000
+    clone = pickle.loads(pickle.dumps(ds.spike_count.data))
+    np.testing.assert_array_equal(clone.compute(scheduler="sync"), ds.spike_count.values)
+
+
+@pytest.mark.parametrize("engine", ["aa4", "default"])
+def test_netcdf_round_trip(opened, tmp_path, engine):
+    ds, _ = opened
+    part = ds.isel(stim=[0, 1, -2, -1], neuron=slice(0, 6))
+    path = tmp_path / "part.nc"
+    part.to_netcdf(path)
+    if engine == "aa4":
+        back = xr.open_dataset(path, engine="aa4")
+    else:
+        back = aa4xr.index_coords(xr.open_dataset(path))
+    xr.testing.assert_identical(back, part)
+    assert back.stim_type.dtype.kind == "U"
+    np.testing.assert_array_equal(back.sel(stim_type=["song", "call"]).spike_count.values,
+                                  part.sel(stim_type=["song", "call"]).spike_count.values)
