@@ -18,8 +18,10 @@ The pipeline for one sound (numpy/scipy only):
    Silence is 0 under every compression.
 
 For a corpus, :func:`locate_sounds` finds and checks each stimulus's wav
-file, then :func:`stimulus_spectrograms` and :func:`stimulus_waveforms` build
-the ``(stim, ...)`` variables of the Dataset.
+file (a missing or unreadable one warns and leaves that stimulus NaN, see
+:data:`WAV_STATUSES`), then :func:`stimulus_spectrograms` and
+:func:`stimulus_waveforms` build the lazy ``(stim, ...)`` variables of the
+Dataset, one dask task per stimulus.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -439,6 +440,7 @@ def locate_sounds(sources: pd.DataFrame, durations: pd.Series, *,
     --------
     >>> sources = pd.DataFrame({"md5": ["ab"], "animal": ["A"], "number": [1],
     ...                         "path": ["/nowhere/stim1.wav"]})
+    >>> import warnings
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
     ...     locate_sounds(sources, pd.Series({"ab": 1.5}))["status"].tolist()
@@ -582,7 +584,9 @@ def stimulus_spectrograms(sounds: pd.DataFrame, time: np.ndarray, dt: float, pos
     Bin ``k`` of a stimulus is inside its window when
     ``time[k] < duration + post``; outside it the spectrogram is NaN, inside
     it is :func:`mel_spectrogram` of the stimulus's file (0 where the window
-    holds only silence). A stimulus without a file is all NaN.
+    holds only silence). A stimulus whose sound is missing or unreadable is
+    all NaN. The result is lazy: one dask task per stimulus, computed (and
+    cached) only when its values are asked for.
 
     Parameters
     ----------
@@ -604,10 +608,11 @@ def stimulus_spectrograms(sounds: pd.DataFrame, time: np.ndarray, dt: float, pos
     Returns
     -------
     xarray.Dataset
-        ``spectrogram (stim, frequency, time)`` float32, with the coordinates
-        ``frequency`` (band centres, Hz), ``time`` and, along ``stim``, the
-        diagnostics ``wav_path``, ``wav_status``, ``wav_md5`` (str) and
-        ``wav_fs`` (Hz) from ``sounds``.
+        ``spectrogram (stim, frequency, time)`` float32 (a dask array chunked
+        by stimulus), with the coordinates ``frequency`` (band centres, Hz),
+        ``time`` and, along ``stim``, the diagnostics ``wav_path``,
+        ``wav_status``, ``wav_reason``, ``wav_md5`` (str) and ``wav_fs`` (Hz)
+        from ``sounds``.
 
     Examples
     --------
@@ -713,7 +718,8 @@ def stimulus_waveforms(sounds: pd.DataFrame, *, audio_fs: float = 24000.0) -> xr
 
     Sample ``j`` is at ``sample_time = j / audio_fs``; it is NaN from the
     stimulus's end (``sample_time >= duration``) on, 0 where the file ends
-    before its duration; a stimulus without a file is all NaN.
+    before its duration; a stimulus whose sound is missing or unreadable is
+    all NaN. Lazy: one dask task per stimulus.
 
     Parameters
     ----------
@@ -725,7 +731,8 @@ def stimulus_waveforms(sounds: pd.DataFrame, *, audio_fs: float = 24000.0) -> xr
     Returns
     -------
     xarray.Dataset
-        ``waveform (stim, sample)`` float32 (full scale) with coordinate
+        ``waveform (stim, sample)`` float32 (full scale, a dask array chunked
+        by stimulus) with coordinate
         ``sample_time (sample)`` in seconds.
 
     Examples
