@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 import traceback
 import warnings
 from pathlib import Path
@@ -229,7 +230,13 @@ def test_stimulus_variables_stay_lazy_at_a_fine_grid(corpus, no_compute, fresh_c
     dt = 1e-5
     with no_compute, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the sample's expected missing sound
-        ds = aa4xr.open_aa4(corpus.root, dt=dt, waveform=True)
+        tracemalloc.start()
+        try:
+            ds = aa4xr.open_aa4(corpus.root, dt=dt, waveform=True)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 250e6  # about 60 MB; an eager spectrogram alone is 0.5 GB here, a dense spike_count 10 GB
     n_time = ds.sizes["time"]
     assert n_time >= corpus.stims["duration"].max() / dt
     for name, shape in (("spectrogram", (32, n_time)), ("waveform", (ds.sizes["sample"],))):
