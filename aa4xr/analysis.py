@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -402,26 +403,96 @@ def response_strength(ds: xr.Dataset, baseline: str = "auto") -> xr.Dataset:
         attrs={"baseline": rates.attrs["baseline"], "test": "paired t-test over trials"})
 
 
-def _var(da: xr.DataArray, dims: Hashable | Sequence[Hashable]) -> xr.DataArray:
-    """Population variance over ``dims``, skipping NaN."""
-    return ((da - da.mean(dims)) ** 2).mean(dims)
+def _nanmean(x: np.ndarray, axis) -> np.ndarray:
+    """Mean over ``axis`` skipping NaN; NaN where nothing is left (quietly)."""
+    n = np.sum(~np.isnan(x), axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nansum(x, axis=axis) / np.where(n > 0, n, np.nan)
 
 
-def _pearson(a: xr.DataArray, b: xr.DataArray, dims: Hashable | Sequence[Hashable]) -> xr.DataArray:
-    """Pearson correlation over ``dims`` on the points where both are finite; NaN if one is flat."""
-    both = a.notnull() & b.notnull()
-    a, b = a.where(both), b.where(both)
-    da, db = a - a.mean(dims), b - b.mean(dims)
-    den = np.sqrt((da ** 2).sum(dims) * (db ** 2).sum(dims))
-    return (da * db).sum(dims) / den.where(den > 0)
+def _nanvar(x: np.ndarray, axis) -> np.ndarray:
+    """Population variance over ``axis`` skipping NaN (two passes)."""
+    return _nanmean((x - np.expand_dims(_nanmean(x, axis), axis)) ** 2, axis)
 
 
-def _ceiling(y: xr.DataArray, n: xr.DataArray, dims) -> tuple[xr.DataArray, xr.DataArray]:
-    """Signal power (Sahani & Linden 2003) and CCmax (Schoppe et al. 2016) of the used trials of ``y``."""
-    var_total = _var(y.sum("trial", min_count=1), dims)
-    power = (var_total - _var(y, dims).sum("trial")) / (n * (n - 1)).where(n >= 2)
+def _pearson_time(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation along the last axis on the points where both are finite; NaN if one is flat."""
+    both = ~np.isnan(a) & ~np.isnan(b)
+    a, b = np.where(both, a, np.nan), np.where(both, b, np.nan)
+    da, db = a - _nanmean(a, -1)[..., None], b - _nanmean(b, -1)[..., None]
+    den = np.sqrt(np.nansum(da ** 2, -1) * np.nansum(db ** 2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nansum(da * db, -1) / np.where(den > 0, den, np.nan)
+
+
+def _moment_sums(x: np.ndarray) -> list[np.ndarray]:
+    """Count, sum and sum of squares along the last axis, skipping NaN."""
+    return [np.sum(~np.isnan(x), -1).astype(float), np.nansum(x, -1), np.nansum(x ** 2, -1)]
+
+
+def _reliability_block(counts: np.ndarray, n_trials: np.ndarray, n_min: np.ndarray, dt: float,
+                       taps: np.ndarray | None) -> np.ndarray:
+    """One (stim, neuron) block of :func:`reliability`: ``(s, n, 12 + 3 R)`` float64.
+
+    Per pair: split-half r, signal power, CCmax; then the sums over time that
+    the per-neuron figures add up over stimuli (even/odd counts, sums,
+    squares and cross products; the trial sum's and each trial's moments
+    on the first ``n_min`` trials).
+    """
+    s, n, r, _ = counts.shape
+    valid = np.arange(r)[None, None, :] < n_trials[:, :, None]
+    rate = np.where(valid[..., None], counts.astype("f8"), np.nan) / dt
+    support = ((~np.isnan(rate)) | ~valid[..., None]).all(axis=2) & valid.any(axis=2)[..., None]
+    y = np.where(support[:, :, None, :], rate, np.nan)
+    y = _smooth_kernel(y, taps) if taps is not None else y
+    rank, used = np.cumsum(valid, axis=2) - 1, valid.sum(axis=2).astype(float)
+    even = _nanmean(np.where((valid & (rank % 2 == 0))[..., None], y, np.nan), 2)
+    odd = _nanmean(np.where((valid & (rank % 2 == 1))[..., None], y, np.nan), 2)
+    both = ~np.isnan(even) & ~np.isnan(odd)
+    e, o = np.where(both, even, 0.0), np.where(both, odd, 0.0)
+    pair_stats = [both.sum(-1).astype(float), e.sum(-1), o.sum(-1), (e * e).sum(-1), (o * o).sum(-1), (e * o).sum(-1)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        power, ccmax = _ceiling_arrays(y, used)
+        kept = valid & (rank < n_min[None, :, None]) & (used >= 2)[..., None]
+        yr = np.where(kept[..., None], y, np.nan)
+        total = np.where(np.isnan(yr).all(axis=2), np.nan, np.nansum(yr, axis=2))
+    out = [_pearson_time(even, odd), power, ccmax, *pair_stats, *_moment_sums(total)]
+    return np.concatenate([np.stack(out, -1), np.concatenate(_moment_sums(yr), -1)], -1)
+
+
+def _ceiling_arrays(y: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signal power and CCmax of ``y`` (s, n, trial, time) over time, ``n`` used trials."""
+    total = np.where(np.isnan(y).all(axis=2), np.nan, np.nansum(y, axis=2))
+    var_total = _nanvar(total, -1)
+    power = (var_total - np.nansum(_nanvar(y, -1), axis=2)) / np.where(n >= 2, n * (n - 1), np.nan)
     var_mean = var_total / n ** 2
-    return power, np.sqrt(power.clip(min=0) / var_mean.where(var_mean > 0))
+    return power, np.sqrt(np.clip(power, 0, None) / np.where(var_mean > 0, var_mean, np.nan))
+
+
+def _from_sums(c, s1, s2):
+    """Population variance from count, sum and sum of squares (NaN where the count is 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / np.where(c > 0, c, np.nan)
+        return np.maximum(s2 / np.where(c > 0, c, np.nan) - mean ** 2, 0.0)
+
+
+def _neuron_figures(sums: np.ndarray, n_min: np.ndarray, n_trial: int) -> np.ndarray:
+    """Per neuron split-half r and CCmax ``(2, n)`` from the per-stimulus sums added over stimuli."""
+    c, se, so, see, soo, seo = (sums[:, k] for k in range(6))
+    tc, ts1, ts2 = (sums[:, 6 + k] for k in range(3))
+    trial = sums[:, 9:].reshape(sums.shape[0], 3, n_trial)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = seo - se * so / np.where(c > 0, c, np.nan)
+        var_e, var_o = see - se ** 2 / np.where(c > 0, c, np.nan), soo - so ** 2 / np.where(c > 0, c, np.nan)
+        flat = lambda v, sq: v <= 1e-12 * sq  # noqa: E731  (rounding of a constant response)
+        den = np.sqrt(np.where(flat(var_e, see) | flat(var_o, soo), np.nan, var_e * var_o))
+        r = cov / den
+        var_total = _from_sums(tc, ts1, ts2)
+        var_trials = np.nansum(_from_sums(trial[:, 0], trial[:, 1], trial[:, 2]), axis=1)
+        power = (var_total - var_trials) / np.where(n_min >= 2, n_min * (n_min - 1), np.nan)
+        var_mean = var_total / n_min ** 2
+        ccmax = np.sqrt(np.clip(power, 0, None) / np.where(var_mean > 0, var_mean, np.nan))
+    return np.stack([r, ccmax])
 
 
 def reliability(ds: xr.Dataset, smooth_ms: float | None = 21.0, window="hann") -> xr.Dataset:
@@ -467,7 +538,10 @@ def reliability(ds: xr.Dataset, smooth_ms: float | None = 21.0, window="hann") -
         ``split_half``, ``spearman_brown``, ``signal_power`` (Hz**2),
         ``ccmax`` (stim, neuron) and ``neuron_split_half``,
         ``neuron_spearman_brown``, ``neuron_ccmax`` (neuron); lazy when
-        ``spike_count`` is.
+        ``spike_count`` is. It streams: each ``spike_count`` chunk is reduced
+        to per-pair figures and per-stimulus sums on its own (one kernel),
+        and the per-neuron figures add those sums up, so no more than a few
+        chunks are held at once.
 
     Examples
     --------
@@ -477,19 +551,29 @@ def reliability(ds: xr.Dataset, smooth_ms: float | None = 21.0, window="hann") -
     """
     _require(ds, "reliability", "spike_count", "n_trials")
     dt = _dt(ds)
-    valid = (ds["trial"] < ds["n_trials"]).transpose("stim", "neuron", "trial")
-    rate = ds["spike_count"].astype("f8").where(valid) / dt
-    support = (rate.notnull() | ~valid).all("trial") & valid.any("trial")
-    y = smooth(rate.where(support), smooth_ms, window, dt=dt)
-    rank, n = valid.cumsum("trial") - 1, valid.sum("trial")
-    even = y.where(valid & (rank % 2 == 0)).mean("trial")
-    odd = y.where(valid & (rank % 2 == 1)).mean("trial")
-    n_min = n.where(n >= 2).min("stim")
-    power, ccmax = _ceiling(y, n, "time")
-    _, neuron_ccmax = _ceiling(y.where(valid & (rank < n_min) & (n >= 2)), n_min, ("stim", "time"))
-    pair_r, neuron_r = _pearson(even, odd, "time"), _pearson(even, odd, ("stim", "time"))
+    taps = _taps(smooth_ms, window, dt) if smooth_ms else None
+    counts = ds["spike_count"].transpose("stim", "neuron", "trial", "time")
+    data = counts.data if isinstance(counts.data, da.Array) else da.from_array(counts.values, chunks=(16, -1, -1, -1))
+    data = data.rechunk({2: -1, 3: -1})
+    n_trials = np.nan_to_num(np.asarray(ds["n_trials"].transpose("stim", "neuron"), float)).astype("i8")
+    used = np.minimum(n_trials, counts.sizes["trial"]).astype(float)
+    n_min = np.nanmin(np.where(used >= 2, used, np.nan), axis=0, initial=np.inf)
+    n_min[~np.isfinite(n_min)] = np.nan
+    n_trial = counts.sizes["trial"]
+    stats = da.blockwise(_reliability_block, "snq", data, "sntk",
+                         da.from_array(n_trials, chunks=data.chunks[:2]), "sn",
+                         da.from_array(n_min, chunks=data.chunks[1]), "n",
+                         new_axes={"q": 12 + 3 * n_trial}, concatenate=True, dtype="f8", dt=dt, taps=taps,
+                         meta=np.empty((0, 0, 0)))
+    neuron = da.blockwise(_neuron_figures, "jn", stats[..., 3:].sum(axis=0), "nq",
+                          da.from_array(n_min, chunks=data.chunks[1]), "n", new_axes={"j": 2}, concatenate=True,
+                          dtype="f8", n_trial=n_trial, meta=np.empty((0, 0)))
+    pairs = counts.isel(trial=0, time=0, drop=True).rename(None)
+    neurons = counts.isel(stim=0, trial=0, time=0, drop=True).rename(None)
+    pair_r, power, ccmax = (pairs.copy(data=stats[..., k]).drop_attrs() for k in range(3))
+    neuron_r, neuron_ccmax = (neurons.copy(data=neuron[k]).drop_attrs() for k in range(2))
     one = {"units": "1"}
-    return xr.Dataset(
+    out = xr.Dataset(
         {"split_half": pair_r.assign_attrs(long_name="split-half PSTH correlation (even vs odd trials)", **one),
          "spearman_brown": _spearman_brown(pair_r).assign_attrs(
              long_name="Spearman-Brown corrected split-half correlation", **one),
@@ -502,6 +586,7 @@ def reliability(ds: xr.Dataset, smooth_ms: float | None = 21.0, window="hann") -
              long_name="Spearman-Brown corrected split-half correlation over all stimuli", **one),
          "neuron_ccmax": neuron_ccmax.assign_attrs(long_name="noise ceiling CCmax over all stimuli", **one)},
         attrs={"smooth_ms": float(smooth_ms or 0), "window": str(window)})
+    return out if isinstance(counts.data, da.Array) else out.compute(scheduler="sync")
 
 
 def _spearman_brown(r: xr.DataArray) -> xr.DataArray:

@@ -301,7 +301,7 @@ def _check_dataset(ds: xr.Dataset, stimulus: str | None) -> None:
     needed = {"spike_count": ds.data_vars, "n_trials": ds.data_vars, "duration": ds.coords,
               "post": ds.attrs}
     if stimulus:
-        needed[stimulus] = ds.data_vars
+        needed[stimulus] = ds.variables  # a coordinate of stim in open_aa4's Dataset
     missing = [name for name, where in needed.items() if name not in where]
     if missing:
         hint = " (open_aa4(..., waveform=True) adds it)" if "waveform" in missing else ""
