@@ -28,7 +28,8 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn with the ``stacklevel`` of the first caller outside aa4xr (the user's line).
 
     A fixed ``stacklevel`` is right for one call depth only; aa4xr's functions
-    call each other, so the level is counted here instead.
+    call each other, so the level is counted here instead. xarray's frames are
+    passed over too, for ``xr.open_dataset(root, engine="aa4")``.
 
     Examples
     --------
@@ -39,8 +40,10 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     >>> caught[0].filename.startswith(_PACKAGE_DIR)
     False
     """
+    xarray = sys.modules.get("xarray")
+    inside = (_PACKAGE_DIR, os.path.dirname(xarray.__file__) + os.sep) if xarray else (_PACKAGE_DIR,)
     frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 

@@ -298,3 +298,17 @@ def test_network_error_during_login_hides_url_queries(tmp_path, caplog, where):
     for secret in (USERNAME, quote(USERNAME), quote_plus(USERNAME), "__ac_name"):
         assert secret not in text, secret
     assert "secret" not in repr(CRCNSDownloader(USERNAME, "secret"))
+
+
+# -- messages: warnings point at the user's line --------------------------------------------------
+
+
+def test_sound_warnings_point_at_the_callers_line_through_xarray(tmp_path):
+    import xarray as xr
+
+    root = tmp_path / "root"
+    aa4xr.write_corpus(root, "sample", seed=0, processes=1)
+    with pytest.warns(UserWarning) as caught:
+        xr.open_dataset(root, engine="aa4")
+    sounds = [w for w in caught if "sound" in str(w.message)]
+    assert sounds and all(w.filename == __file__ for w in sounds), [(w.filename, str(w.message)) for w in caught]
