@@ -224,3 +224,25 @@ def test_import_is_light():
             "print([m for m in heavy if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_every_public_name_resolves_and_accessor_methods_spell_out_their_signatures():
+    import inspect
+
+    from aa4xr import accessor, analysis
+    from aa4xr.read import UnitFileError
+
+    assert "plot" in aa4xr.__all__ and "UnitFileError" in aa4xr.__all__ and "split_stimuli" in aa4xr.__all__
+    assert all(getattr(aa4xr, name) is not None for name in aa4xr.__all__)
+    assert set(aa4xr.__all__) <= set(dir(aa4xr))
+    assert aa4xr.UnitFileError is UnitFileError and aa4xr.plot.__name__ == "aa4xr.plot"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        aa4xr.nope  # noqa: B018
+    methods = [m for m in vars(accessor.AA4Accessor) if not m.startswith("_")]
+    assert set(methods) == {"psth", "mask", "coverage", "drop_empty", "trial_rates", "to_frame",
+                            "response_strength", "reliability"}
+    for name in methods:
+        method = list(inspect.signature(getattr(accessor.AA4Accessor, name)).parameters.values())[1:]
+        function = list(inspect.signature(getattr(analysis, name)).parameters.values())[1:]
+        assert method == function, name
+        assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in method)
