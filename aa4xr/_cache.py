@@ -133,15 +133,13 @@ def _remove(found: Iterable[Entry]) -> list[Entry]:
 def current_stores(root: str | os.PathLike) -> dict[str, Path]:
     """``{animal: store path}`` that the unit files of ``root`` map to now (existing or not).
 
-    Nothing is read or written: this is the name :func:`aa4xr.store.ingest_animal`
-    would give each animal's store.
+    Nothing is read or written (see :func:`aa4xr.store.store_path`).
     """
-    from .layout import find_animals, find_unit_files, resolve_root
-    from .store import fingerprint
+    from .layout import find_animals, resolve_root
+    from .store import store_path
 
     root = resolve_root(root)
-    return {a: cache_dir() / "stores" / f"{a}-{fingerprint(find_unit_files(root, a))}.nc"
-            for a in find_animals(root)}
+    return {a: store_path(root, a) for a in find_animals(root)}
 
 
 def clear(root: str | os.PathLike | None = None) -> list[Entry]:
