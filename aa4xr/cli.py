@@ -1,4 +1,4 @@
-"""The ``aa4xr`` command: ``info``, ``inspect``, ``fetch``, ``sample``, ``cache``.
+"""The ``aa4xr`` command: ``info``, ``check``, ``inspect``, ``fetch``, ``sample``, ``cache``.
 
 Options taking several values take them space- or comma-separated, the
 same in every sub-command: ``--animals A B`` is ``--animals A,B``.
@@ -50,6 +50,16 @@ def _inspect(args: argparse.Namespace) -> int:
                                 neuron=args.neuron, stim=args.stim):
         print(path)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import check, format_check
+
+    table = check(args.root, progress=sys.stderr.isatty())
+    print(format_check(table))
+    if args.table:
+        table.to_csv(args.table, index=False)
+    return 1 if table["problem"].any() else 0
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -114,6 +124,12 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("--errors", choices=("raise", "warn"), default="raise",
                          help="on an unreadable unit file: stop, or skip it with a warning (default: raise)")
     inspect.set_defaults(func=_inspect)
+
+    check = sub.add_parser("check", help="what a root holds and how aa4xr reads it, for a bug report; "
+                           "exits 1 when something would be read wrong or not at all")
+    _root(check)
+    check.add_argument("--table", default=None, metavar="CSV", help="also write the findings as a CSV table")
+    check.set_defaults(func=_check)
 
     sample = sub.add_parser("sample", help="write the built-in sample corpus and print its path")
     sample.add_argument("path", nargs="?", default=None, help="where to write it (default: the cache)")

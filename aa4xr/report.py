@@ -9,6 +9,8 @@ import pandas as pd
 
 from .dataset import SORT_TYPES, check_choices, open_aa4
 from .layout import resolve_root
+from .check import check
+from .layout import find_other_files
 from .store import read_skipped, store_paths
 
 
@@ -66,7 +68,28 @@ def summarize(root=None, *, sort_types=("single", "multi"), processes: int | Non
             "wav_md5_mismatch": [f"{m}: {p}" for m, p in zip(
                 everything.stim.values[everything["wav_status"].values == "md5_mismatch"],
                 everything["wav_path"].values[everything["wav_status"].values == "md5_mismatch"])],
+            "wav_unreadable": [f"{m}: {p}" for m, p in zip(
+                everything.stim.values[everything["wav_status"].values == "unreadable"],
+                everything["wav_path"].values[everything["wav_status"].values == "unreadable"])],
+            "not_unit_files": find_other_files(root, paths),
         },
+        "read_differently": _read_differently(check(root, processes=processes)),
+    }
+
+
+def _read_differently(findings: pd.DataFrame) -> dict[str, list[str]]:
+    """What ``aa4xr check`` found that changes how data are read, listed by what it concerns."""
+    def details(mask) -> list[str]:
+        return [d for detail in findings.loc[mask, "detail"] for d in detail.split("; ") if d]
+
+    finding = findings["finding"]
+    return {
+        "trial_order_disagreements": details(finding.str.startswith("spike_ids fit neither")),
+        "duration_disagreements": details(finding.str.contains("disagree on stim_duration")),
+        "unknown_attributes": sorted(set(finding[finding.str.startswith("undocumented attribute")]
+                                         .str.replace("undocumented attribute ", "").str.replace(" (kept)", ""))),
+        "direct_reader_fallbacks": [f"{f}: {n} file(s)" for f, n in findings.loc[
+            finding.str.contains("fallback:"), ["finding", "files"]].itertuples(index=False)],
     }
 
 
@@ -91,13 +114,24 @@ def format_summary(summary: dict) -> str:
     lines.append("  units of sort types not kept: "
                  + (", ".join(f"{k} {v}" for k, v in dropped.items()) if dropped else "none"))
     lines.append(f"  unreadable unit files: {len(left['unreadable_files']) or 'none'}")
-    lines += [f"    {f}: {r}" for f, r in left["unreadable_files"]]
+    lines += [f"    {r}" for _, r in left["unreadable_files"]]  # the reason names the file
     for key, label in (("stimuli_only_heard_by_left_out_units", "stimuli heard only by left-out units"),
                        ("wav_missing", "stimuli without a sound file"),
-                       ("wav_md5_mismatch", "sound files whose md5 differs from stim_md5")):
+                       ("wav_md5_mismatch", "sound files whose md5 differs from stim_md5"),
+                       ("wav_unreadable", "sound files that cannot be read (spectrogram NaN)"),
+                       ("not_unit_files", ".h5 files that are not unit files by name (not read)")):
         if key in left:
             value = left[key]
             lines.append(f"  {label}: {value if not isinstance(value, list) else len(value) or 'none'}")
             if isinstance(value, list):
                 lines += [f"    {v}" for v in value]
+    lines.append("read differently (see `aa4xr check`):")
+    for key, label in (("trial_order_disagreements", "groups whose spike_ids fit neither trial naming rule "
+                        "(numeric order kept)"),
+                       ("duration_disagreements", "stimuli whose groups disagree on stim_duration (median used)"),
+                       ("unknown_attributes", "undocumented attributes (kept in the store)"),
+                       ("direct_reader_fallbacks", "files the direct HDF5 reader handed to h5py")):
+        value = summary["read_differently"][key]
+        lines.append(f"  {label}: {len(value) or 'none'}")
+        lines += [f"    {v}" for v in value]
     return "\n".join(lines)
