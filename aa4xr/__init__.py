@@ -24,6 +24,7 @@ _LAZY = {
     **dict.fromkeys(("index_coords", "open_aa4"), "dataset"),
     **dict.fromkeys(("CRCNSDownloader", "FetchError", "fetch_aa4"), "fetch"),
     "UnitFileError": "read",
+    "check": "checks",
     "split_stimuli": "splits",
     **dict.fromkeys(("open_spike_times", "trial_spike_times"), "store"),
     **dict.fromkeys(("sample_corpus", "write_corpus"), "synthetic"),

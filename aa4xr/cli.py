@@ -53,7 +53,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .check import check, format_check
+    from .checks import check, format_check
 
     table = check(args.root, progress=sys.stderr.isatty())
     print(format_check(table))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .dataset import SORT_TYPES, check_choices, open_aa4
 from .layout import resolve_root
-from .check import check
+from .checks import check
 from .layout import find_other_files
 from .store import read_skipped, store_paths
 

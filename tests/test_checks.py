@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from aa4xr.check import check, format_check
+from aa4xr.checks import check, format_check
 from aa4xr.report import format_summary, summarize
 from aa4xr.synthetic import write_corpus
 
