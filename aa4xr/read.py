@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .h5direct import open_direct
 from .hdf5 import DATASET, GROUP, Features, Group, Unsupported, open_h5py, reader_choice
 from .layout import SORT_TYPES, decode_attr, parse_unit_name
 
@@ -353,15 +354,10 @@ def read_unit(path: str | Path, reader: str | None = None) -> Unit:
     try:
         if reader_choice(reader) == "direct":
             try:
-                from .h5direct import open_direct
-            except ImportError:
-                fallback = "direct reader not installed"
-            else:
-                try:
-                    with open_direct(path) as root:
-                        return _read_tree(root, path)
-                except Unsupported as exc:
-                    fallback = str(exc) or type(exc).__name__
+                with open_direct(path) as root:
+                    return _read_tree(root, path)
+            except Unsupported as exc:
+                fallback = str(exc) or type(exc).__name__
         with open_h5py(path) as root:
             root.features.fallback = fallback
             return _read_tree(root, path)
