@@ -36,7 +36,7 @@ from xarray.core import indexing
 
 from .binning import count_block, gather, time_grid
 
-__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "Layout"]
+__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "Layout"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,6 +181,25 @@ def _unpickle(key: tuple, shape: tuple) -> SpikeCountArray:
     return array
 
 
+class DaskArray(BackendArray):
+    """A dask array as a backend array: an outer index computes just its part, synchronously.
+
+    The stimulus variables are dask arrays with one task per stimulus; so
+    wrapped, ``chunks=`` re-chunks them without nesting a threaded scheduler
+    inside a task (which deadlocks in forked DataLoader workers).
+    """
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype = array, array.shape, array.dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR,
+                                                  self._getitem)
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        return np.asarray(self.array[key].compute(scheduler="sync"))
+
+
 def preferred_chunks(shape: tuple[int, int, int, int], neuron_runs: np.ndarray, chunk_bytes: int) -> dict:
     """Chunks of ``spike_count``: one animal's neurons (split to fit) by runs of stimuli, all trials and bins."""
     from .dataset import _chunks
@@ -252,7 +271,8 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
     shape, time = layout.shape, layout.time
     n_trials = np.diff(layout.pair_ptr).reshape(shape[:2])
     runs = units.groupby("animal", sort=False).size().to_numpy()
-    encoding = {**export_encoding(xr.Variable(("stim", "neuron", "trial", "time"), np.empty((*shape, time.size)))),
+    encoding = {**export_encoding(xr.Variable(("stim", "neuron", "trial", "time"),
+                                                     np.broadcast_to(np.float32(0), (*shape, time.size)))),
                 "preferred_chunks": preferred_chunks((*shape, time.size), runs, int(chunk_mb * 2**20))}
     spike_count = xr.Variable(("stim", "neuron", "trial", "time"),
                               indexing.LazilyIndexedArray(SpikeCountArray(key, layout)), encoding=encoding)
@@ -301,7 +321,8 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
                 if var.dtype == object:
                     var = xr.Variable(var.dims, _text(var.values), var.attrs)
                 elif var.chunks is not None:
-                    var.encoding["preferred_chunks"] = dict(zip(var.dims, (c[0] for c in var.chunks)))
+                    var = xr.Variable(var.dims, indexing.LazilyIndexedArray(DaskArray(var.data)), var.attrs,
+                                      {"preferred_chunks": dict(zip(var.dims, (c[0] for c in var.chunks)))})
                 ds.coords[name] = var
     ds["zscore"].attrs["note"] = "first protocol group (by name) of the pair"
     return index_coords(ds)

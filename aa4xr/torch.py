@@ -129,7 +129,7 @@ class TorchDataset(torch.utils.data.Dataset):
         self._index = np.flatnonzero(keep)
         self._n_trials, self._n_bins = n_trials[self._index], n_bins[self._index]
         names = ["spike_count"] + ([stimulus] if stimulus else [])
-        self._ds = ds[names].reset_coords(drop=True)
+        self._ds = ds.reset_coords(names[1:])[names].reset_coords(drop=True)  # the stimulus may be a coordinate
         self._coords = {name: c.values[self._index].tolist() for name, c in ds.coords.items()
                         if c.dims == ("stim",)}
         self.stimulus, self.dtype = stimulus, dtype
