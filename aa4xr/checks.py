@@ -128,7 +128,7 @@ def check(root=None, *, processes: int | None = None, progress: bool | None = No
     --------
     >>> table = check()  # the built-in sample
     >>> sorted(set(table["topic"]))
-    ['attributes', 'durations', 'files', 'hdf5', 'sounds', 'trial order', 'writer']
+    ['durations', 'files', 'hdf5', 'sounds', 'trial order', 'writer']
     >>> bool(table["problem"].any())
     False
     """
