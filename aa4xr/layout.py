@@ -62,7 +62,7 @@ def decode_attr(value: Any) -> Any:
 
 
 def wav_file_name(tdt_wavfile: str | None) -> str:
-    """The sound's file name from a ``tdt_wavfile`` attribute ("" when absent).
+    r"""The sound's file name from a ``tdt_wavfile`` attribute ("" when absent).
 
     The lab finds a sound by the part of ``tdt_wavfile`` after ``Stims/``;
     either path separator may occur.
