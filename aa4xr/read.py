@@ -15,13 +15,13 @@ which naming rule a group follows.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._validate import warn_user
 from .h5direct import open_direct
 from .hdf5 import DATASET, GROUP, Features, Group, Unsupported, open_h5py, reader_choice
 from .layout import SORT_TYPES, decode_attr, parse_unit_name
@@ -275,9 +275,8 @@ def _read_tree(root: Group, path: Path) -> Unit:
         groups[g]["trial_rule"] = rule
     trials_df = _trial_table(ordered)
     if disagreements:
-        warnings.warn(f"{path}: spike_ids of {len(disagreements)} stimulus group(s) agree with neither trial "
-                      f"naming rule (numeric, MATLAB string order); numeric order kept: {', '.join(disagreements)}",
-                      stacklevel=3)
+        warn_user(f"{path}: spike_ids of {len(disagreements)} stimulus group(s) agree with neither trial "
+                  f"naming rule (numeric, MATLAB string order); numeric order kept: {', '.join(disagreements)}")
     return Unit(attrs=attrs, groups=pd.DataFrame(groups), trials=trials_df,
                 spike_times=np.concatenate(flat) if flat else np.empty(0), features=root.features,
                 trial_rule=file_rule, disagreements=disagreements)
