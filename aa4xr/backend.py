@@ -85,12 +85,29 @@ class Layout:
         cell = np.repeat(np.arange(pair.size), n)[keep] * trial.size + r[keep]
         return rows[keep], cell
 
-    def bin(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray, time: np.ndarray) -> np.ndarray:
-        """``spike_count[stim, neuron, trial, time]`` for sorted unique positions, float32, NaN-masked."""
+    def bin(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray, time: np.ndarray,
+            block_bytes: int = 2**25) -> np.ndarray:
+        """``spike_count[stim, neuron, trial, time]`` for sorted unique positions, float32, NaN-masked.
+
+        Filled a run of stimuli at a time (``block_bytes`` of output each), so
+        a large read peaks near its own size.
+        """
+        out = np.empty((stim.size, neuron.size, trial.size, time.size), np.float32)
+        if not out.size:
+            return out
+        contiguous = time.size == time[-1] - time[0] + 1
+        step = max(1, block_bytes // max(1, out[:1].nbytes))
+        for i in range(0, stim.size, step):
+            part = out[i:i + step]
+            filled = self._bin(stim[i:i + step], neuron, trial, time, part if contiguous else None)
+            if not contiguous:
+                part[...] = filled
+        return out
+
+    def _bin(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray, time: np.ndarray,
+             out: np.ndarray | None) -> np.ndarray:
         rows, cell = self.rows_of(stim, neuron, trial)
         shape = (stim.size, neuron.size, trial.size)
-        if not time.size or not min(shape):
-            return np.full((*shape, time.size), np.nan, np.float32)
         by_path = np.argsort(self.row_path[rows], kind="stable")
         rows, cell = rows[by_path], cell[by_path]
         sizes = self.row_size[rows]
@@ -99,9 +116,9 @@ class Layout:
                    sizes[self.row_path[rows] == p]) for p in np.unique(self.row_path[rows])])
         t0, t1 = int(time[0]), int(time[-1]) + 1
         pair_stim = stim[cell // (neuron.size * trial.size)]
-        block = count_block(spikes, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes, cell,
+        block = count_block(spikes, np.cumsum(sizes) - sizes, sizes, cell,
                             self.durations[pair_stim], self.row_pre[rows], self.row_post[rows], shape,
-                            self.time[t0:t1], self.dt, self.durations[stim], self.post)
+                            self.time[t0:t1], self.dt, self.durations[stim], self.post, out)
         return block if t1 - t0 == time.size else block[..., time - t0]
 
 
@@ -240,7 +257,7 @@ def _text(values) -> np.ndarray:
 def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "multi"), dt: float = 0.005,
               pre: float = 0.0, post: float = 0.0, errors: str = "raise", spectrogram: bool = True,
               waveform: bool = False, audio_fs: float = 24000.0, window_ms: float = 10.0, n_mels: int = 32,
-              fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 8.0,
+              fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 64.0,
               processes: int | None = None, executor=None, progress: bool | None = None) -> xr.Dataset:
     """The backend Dataset of an AA4 root: ``spike_count`` lazily indexed, the rest in memory.
 

@@ -99,7 +99,7 @@ def gather(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndar
 def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, cell: np.ndarray,
                 row_duration: np.ndarray, pre_time: np.ndarray, post_time: np.ndarray,
                 shape: tuple[int, int, int], time: np.ndarray, dt: float,
-                stim_duration: np.ndarray, post: float) -> np.ndarray:
+                stim_duration: np.ndarray, post: float, out: np.ndarray | None = None) -> np.ndarray:
     """One ``(stim, neuron, trial, time)`` block of ``spike_count``, NaN-masked.
 
     Parameters
@@ -120,6 +120,8 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, c
         Duration of the block's ``S`` stimuli.
     post : float
         Seconds kept after each stimulus's end.
+    out : ndarray, optional
+        A C-contiguous float32 ``(S, N, R, T)`` array to fill (no copy), e.g. part of a larger read.
 
     Returns
     -------
@@ -128,11 +130,15 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, c
         in the window and the trial's span; NaN elsewhere.
     """
     n_cells = int(np.prod(shape))
-    out = np.full((n_cells, time.size), np.nan, np.float32)
+    if out is None:
+        out = np.empty((*shape, time.size), np.float32)
+    elif not (out.flags.c_contiguous and out.shape == (*shape, time.size)):
+        raise ValueError(f"out must be C-contiguous with shape {(*shape, time.size)}, got {out.shape}")
+    flat = out.reshape(n_cells, time.size)  # a view: out must be C-contiguous
+    flat.fill(np.nan)
     counts = bin_rows(gather(spike_time, starts, sizes), sizes, time, dt)
     counts[~span_mask(time, dt, row_duration, pre_time, post_time)] = np.nan
-    out[cell] = counts
-    out = out.reshape(*shape, time.size)
+    flat[cell] = counts
     inside = window_mask(time, stim_duration, post)
     out[~np.broadcast_to(inside[:, None, None, :], out.shape)] = np.nan
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -134,8 +135,9 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
         sources.append(_sound_sources(root, animal, g["md5"].to_numpy(), tables))
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
         offset += len(u)
-        where = [f"{animal}/{u['cell_id'].iat[int(unit)]}.h5:/{protocol}/{number}" for unit, protocol, number in
-                 zip(tables["group_unit"].values, tables["group_protocol"].values, tables["group_number"].values)]
+        cells = u["cell_id"].to_numpy()[tables["group_unit"].values.astype(int)]
+        where = [f"{animal}/{cell}.h5:/{protocol}/{number}" for cell, protocol, number in
+                 zip(cells, tables["group_protocol"].values, tables["group_number"].values)]
         groups.append(g.assign(where=where)[group_kept])
         group_md5.append(g["md5"].to_numpy())
     units_df = pd.concat(units, ignore_index=True)
@@ -155,11 +157,13 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
 def _sound_sources(root: Path, animal: str, md5: np.ndarray, tables: xr.Dataset) -> pd.DataFrame:
     """Where each stimulus group's sound may be: first the file named by its
     ``tdt_wavfile`` (the part after ``Stims/``), then ``stim<number>.wav``."""
-    folder = root / animal / "wavfiles"
+    folder = str(root / animal / "wavfiles")
     numbered = pd.DataFrame({"md5": md5, "animal": animal, "number": tables["group_number"].values.astype(int)})
-    numbered["path"] = [str(folder / f"stim{n}.wav") for n in numbered["number"]]
+    numbered["path"] = [os.path.join(folder, f"stim{n}.wav") for n in numbered["number"]]
     tdt = tables["group_tdt_wavfile"].values.astype(str) if "group_tdt_wavfile" in tables else np.full(md5.size, "")
-    named = numbered.assign(path=[str(folder / wav_file_name(t)) if wav_file_name(t) else "" for t in tdt])
+    names, inverse = np.unique(tdt, return_inverse=True)  # a few hundred sounds, thousands of groups
+    paths = np.array([os.path.join(folder, wav_file_name(t)) if wav_file_name(t) else "" for t in names] or [""])
+    named = numbered.assign(path=paths[inverse.ravel()] if tdt.size else np.full(0, ""))
     return pd.concat([named[named["path"] != ""].assign(by_name=True), numbered.assign(by_name=False)],
                      ignore_index=True).drop_duplicates(["md5", "path"])
 
@@ -235,7 +239,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              dt: float = 0.005, pre: float = 0.0, post: float = 0.0, errors: str = "raise",
              spectrogram: bool = True, waveform: bool = False, audio_fs: float = 24000.0,
              window_ms: float = 10.0, n_mels: int = 32, fmin: float = 0.0, fmax: float | None = None,
-             compression: str = "cubic", chunk_mb: float = 8.0, processes: int | None = None,
+             compression: str = "cubic", chunk_mb: float = 64.0, processes: int | None = None,
              executor: Executor | None = None, progress: bool | None = None, chunks: dict | None = {}) -> xr.Dataset:
     """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.
 

@@ -1,0 +1,174 @@
+"""Backend benchmark: the ``aa4`` engine against an older aa4xr, side by side in one run.
+
+    python benchmarks/backend.py                                  # one animal, this checkout only
+    git worktree add /tmp/wt-old <commit>                          # then, to compare with older code:
+    python benchmarks/backend.py --old /tmp/wt-old                 # both, same corpus and store
+    python benchmarks/backend.py --size full --old /tmp/wt-old     # the full-size corpus
+
+Each stage runs in a fresh subprocess (peak memory = that process) with
+the code tree on ``PYTHONPATH`` and one shared store (warm opens). All at
+``dt=1 ms``, ``spectrogram=False``, every sort type:
+
+open          warm ``open_aa4``
+neuron_psth   one neuron's PSTH over all its stimuli (the neuron with most trials), after the open
+all_psth      every neuron's PSTH, after the open
+stim_psth     one stimulus's population PSTH (the most heard), after the open
+load          ``ds.spike_count.load()``: time and peak memory against the dense size
+load_nodask   the same through ``xr.open_dataset(root, engine="aa4")`` without dask (new code only)
+graph         bytes of the pickled dask graph of ``ds.spike_count.sum()`` (what a scheduler receives)
+reliability   ``aa4xr.reliability(ds)`` at 5 ms: peak memory against the dense size of ``spike_count``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest import corpus_root  # noqa: E402
+
+
+def _open(root: Path, dt: float = 0.001):
+    import aa4xr
+
+    return aa4xr.open_aa4(root, dt=dt, sort_types=None, spectrogram=False)
+
+
+def _timed(work):
+    """(open seconds, work seconds, result) of ``work(ds)`` after a warm open."""
+    def stage(root: Path) -> dict:
+        t0 = time.perf_counter()
+        ds = _open(root)
+        t1 = time.perf_counter()
+        result = work(ds)
+        return {"open_s": t1 - t0, "work_s": time.perf_counter() - t1, "result": result}
+    return stage
+
+
+def _most_heard_neuron(ds):
+    import numpy as np
+
+    return str(ds.neuron.values[int(np.argmax(ds.n_trials.sum("stim").values))])
+
+
+def neuron_psth(ds) -> float:
+    one = ds.sel(neuron=_most_heard_neuron(ds))
+    one = one.isel(stim=(one.n_trials > 0).values)
+    return float((one.spike_count.mean("trial") / ds.dt).sum().compute())
+
+
+def all_psth(ds) -> float:
+    return float((ds.spike_count.mean("trial") / ds.dt).sum().compute())
+
+
+def stim_psth(ds) -> float:
+    import numpy as np
+
+    stim = ds.stim.values[int(np.argmax(ds.n_trials.sum("neuron").values))]
+    return float((ds.spike_count.sel(stim=stim).mean("trial") / ds.dt).sum().compute())
+
+
+def load(ds) -> dict:
+    dense = ds.spike_count.nbytes
+    ds.spike_count.load()
+    return {"dense_mb": dense / 2**20}
+
+
+def load_nodask(root: Path) -> dict:
+    import xarray as xr
+
+    t0 = time.perf_counter()
+    ds = xr.open_dataset(root, engine="aa4", dt=0.001, sort_types=None, spectrogram=False)
+    t1 = time.perf_counter()
+    dense = ds.spike_count.nbytes
+    ds.spike_count.load()
+    return {"open_s": t1 - t0, "work_s": time.perf_counter() - t1, "result": {"dense_mb": dense / 2**20}}
+
+
+def graph(ds) -> dict:
+    total = ds.spike_count.sum()
+    return {"graph_mb": len(pickle.dumps(dict(total.__dask_graph__()))) / 2**20,
+            "chunks": ds.spike_count.data.npartitions}
+
+
+def reliability(root: Path) -> dict:
+    import aa4xr
+
+    ds = _open(root, dt=0.005)
+    t0 = time.perf_counter()
+    aa4xr.reliability(ds).compute()
+    return {"open_s": 0.0, "work_s": time.perf_counter() - t0, "result": {"dense_mb": ds.spike_count.nbytes / 2**20}}
+
+
+STAGES = {"open": _timed(lambda ds: ds.sizes["neuron"]), "neuron_psth": _timed(neuron_psth),
+          "all_psth": _timed(all_psth), "stim_psth": _timed(stim_psth), "load": _timed(load), "load_nodask": load_nodask,
+          "graph": _timed(graph), "reliability": reliability}
+
+
+def measure(stage: str, root: Path) -> None:
+    import aa4xr
+
+    out = STAGES[stage](root)
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["code"] = str(Path(aa4xr.__file__).parent.parent)
+    print(json.dumps(out))
+
+
+def run(stage: str, root: Path, cache: Path, code: Path) -> dict:
+    env = {**os.environ, "AA4XR_CACHE_DIR": str(cache), "PYTHONPATH": str(code)}
+    out = subprocess.run([sys.executable, __file__, "--stage", stage, "--root", str(root)],
+                         env=env, check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(result["code"]).resolve() == code.resolve(), f"{stage} ran {result['code']}, not {code}"
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", default="animal", choices=["animal", "full"])
+    p.add_argument("--root", type=Path, help="an existing corpus (default: write one under /tmp)")
+    p.add_argument("--old", type=Path, help="a checkout of older aa4xr code to compare with")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    p.add_argument("--stage", choices=list(STAGES))
+    args = p.parse_args()
+    if args.stage:
+        measure(args.stage, args.root)
+        return
+    root = corpus_root(args.root, args.size)
+    cache = Path(os.environ.get("AA4XR_CACHE_DIR") or tempfile.mkdtemp(prefix="aa4xr-bench-cache-"))
+    codes = {"new": Path(__file__).resolve().parent.parent, **({"old": args.old} if args.old else {})}
+    for code in codes.values():  # ingest (once per store format), outside the figures
+        run("open", root, cache, code)
+    print(f"corpus: {root}; {os.cpu_count()} cores; code: {', '.join(f'{k}={v}' for k, v in codes.items())}")
+    print(f"{'stage':<14}" + "".join(f"{k + ' open s':>12}{k + ' work s':>12}{k + ' peak MB':>12}" for k in codes)
+          + f"{'old/new':>9}  notes")
+    for stage in args.stages:
+        res = {k: run(stage, root, cache, code) for k, code in codes.items() if k == "new" or stage != "load_nodask"}
+        line = f"{stage:<14}" + "".join(f"{r['open_s']:>12.2f}{r['work_s']:>12.2f}{r['peak_mb']:>12.0f}"
+                                        if r else f"{'-':>12}" * 3 for r in (res.get(k) for k in codes))
+        if "old" in res:
+            key = "open_s" if stage == "open" else "work_s"
+            line += f"{res['old'][key] / max(res['new'][key], 1e-9):>9.1f}"
+        else:
+            line += f"{'':>9}"
+        notes = []
+        for k, r in res.items():
+            result = r["result"]
+            if isinstance(result, dict) and "dense_mb" in result:
+                notes.append(f"{k}: peak/dense {r['peak_mb'] / result['dense_mb']:.2f} "
+                             f"(dense {result['dense_mb']:.0f} MB)")
+            if isinstance(result, dict) and "graph_mb" in result:
+                notes.append(f"{k}: graph {result['graph_mb']:.2f} MB, {result['chunks']} chunks")
+        print(line + "  " + "; ".join(notes), flush=True)
+
+
+if __name__ == "__main__":
+    main()
