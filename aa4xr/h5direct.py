@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import struct
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any, Iterator
 
 import numpy as np
@@ -65,6 +66,13 @@ _DTYPE = struct.Struct("<BBBBI")
 _VLEN = struct.Struct("<IQI")
 #: What a parse of a malformed structure could raise despite the checks (a bug): reported as Unsupported.
 MALFORMED = (struct.error, IndexError, ValueError, OverflowError, MemoryError)
+#: Entries kept in each cache of decoded descriptions (datatypes, attribute headers).
+CACHE_SIZE = 4096
+_TYPES: dict[bytes, "_Type"] = {}
+_SPACES: dict[bytes, tuple | None] = {}
+_SHAPE_KEYS: dict[tuple, str] = {}
+_FIRST = itemgetter(0)
+_ATTRS: dict[bytes, tuple] = {}
 IEEE = {4: (31, 23, 8, 0, 23, 127), 8: (63, 52, 11, 0, 52, 1023)}
 
 
@@ -74,17 +82,43 @@ def _check(ok: bool, why: str) -> None:
 
 
 class _Type:
-    """A decoded datatype: ``kind`` "number", "fixed" or "vlen"; numpy ``dtype``;
-    ``size`` in the file; ``pad`` and ``utf8`` for strings."""
+    """A decoded datatype.
 
-    __slots__ = ("kind", "dtype", "size", "pad", "utf8")
+    ``kind`` is "number", "fixed" (fixed-length string) or "vlen"
+    (variable-length string); ``dtype`` the NumPy type h5py reads it as and
+    ``name`` its name; ``size`` the bytes per element in the file; ``pad`` and
+    ``utf8`` describe strings; ``scalar`` reads one 8-byte number fast.
+    """
+
+    __slots__ = ("kind", "dtype", "name", "size", "pad", "utf8", "scalar")
 
     def __init__(self, kind: str, dtype: np.dtype | None, size: int, pad: int = 0, utf8: bool = False):
         self.kind, self.dtype, self.size, self.pad, self.utf8 = kind, dtype, size, pad, utf8
+        self.name = dtype.name if kind == "number" else ""
+        self.scalar = None
+        if kind == "number" and size == 8:
+            unpack, make = struct.Struct(dtype.byteorder.replace("=", "<") + dtype.char).unpack_from, dtype.type
+            self.scalar = lambda buf, pos: make(unpack(buf, pos)[0])
 
 
 def _datatype(buf: bytes, pos: int, end: int) -> _Type:
-    """Decode a datatype message at ``buf[pos:end]``."""
+    """Decode the datatype message ``buf[pos:end]`` (cached by its bytes)."""
+    key = buf[pos:end]
+    t = _TYPES.get(key)
+    if t is None:
+        t = _decode_datatype(key, 0, len(key))
+        _remember(_TYPES, key, t)
+    return t
+
+
+def _remember(cache: dict, key: bytes, value: Any) -> None:
+    """Store in a cache of decoded descriptions, dropping it all when it grows large."""
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+
+
+def _decode_datatype(buf: bytes, pos: int, end: int) -> _Type:
     _check(pos + 8 <= end, "datatype message too short")
     cv, b0, b1, b2, size = _DTYPE.unpack_from(buf, pos)
     cls, version = cv & 15, cv >> 4
@@ -108,7 +142,7 @@ def _datatype(buf: bytes, pos: int, end: int) -> _Type:
         _check(bits & 15 == 1 and bits >> 4 & 15 in STRPAD and bits >> 8 & 15 in (0, 1) and bits >> 12 == 0,
                "variable-length sequence, not string")
         _check(size == 16, f"variable-length size {size}")
-        base = _datatype(buf, pos + 8, end)
+        base = _decode_datatype(buf, pos + 8, end)
         _check(base.kind == "number" and base.size == 1, "variable-length string of non-characters")
         return _Type("vlen", None, 16, bits >> 4 & 15, bits >> 8 & 15 == 1)
     raise Unsupported(f"datatype class {cls}")
@@ -116,10 +150,11 @@ def _datatype(buf: bytes, pos: int, end: int) -> _Type:
 
 def _dataspace(buf: bytes, pos: int, end: int) -> tuple[int, ...] | None:
     """Decode a dataspace message: the shape, None for a null dataspace."""
-    _check(pos + 8 <= end, "dataspace message too short")
+    _check(pos + 4 <= end, "dataspace message too short")
     version, rank, flags, kind = buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]
     if version == 1:
         start, null = pos + 8, False
+        _check(start <= end, "dataspace message too short")
         _check(flags & ~3 == 0, "dataspace flags")
     elif version == 2:
         start, null = pos + 4, kind == 2
@@ -129,6 +164,8 @@ def _dataspace(buf: bytes, pos: int, end: int) -> tuple[int, ...] | None:
     _check(rank <= MAX_RANK and start + 8 * rank * (1 + (flags & 1) + (flags >> 1 & 1)) <= end, "dataspace rank")
     if null:
         return None
+    if rank == 1:
+        return (_Q.unpack_from(buf, start)[0],)
     return struct.unpack_from(f"<{rank}Q", buf, start)
 
 
@@ -140,9 +177,9 @@ def _strings(raw: bytes, t: _Type, n: int) -> tuple[list[str], bool]:
         s = raw[i * size:(i + 1) * size]
         if t.pad == 2:  # SPACEPAD: libhdf5 strips trailing spaces, numpy trailing NULs
             s = s.rstrip(b" ").rstrip(b"\0")
-        elif t.pad == 0 or t.utf8:  # converted by libhdf5: up to the first NUL
+        elif t.pad == 0:  # converted by libhdf5: up to the first NUL
             s = s.split(b"\0", 1)[0]
-        else:  # same type as h5py's: numpy strips trailing NULs
+        else:  # NULLPAD, h5py's own type: numpy strips trailing NULs
             s = s.rstrip(b"\0")
         no_nul = no_nul and len(s) == size
         out.append(s.decode("utf-8", "replace"))
@@ -212,52 +249,60 @@ class _File:
 
 
 class _Header:
-    """One v1 object header: its kind and where its messages are."""
+    """One v1 object header: the object's kind and where its messages lie.
+
+    ``attributes`` lists the ``(start, end)`` of each attribute message;
+    ``stab``, ``dtype``, ``space``, ``layout`` those of the symbol-table,
+    datatype, dataspace and layout messages (None when absent).
+    """
 
     __slots__ = ("kind", "stab", "attributes", "dtype", "space", "layout")
 
     def __init__(self, f: _File, addr: int):
-        buf = f.buf
-        version, _, nmesgs, _, size = _PREFIX.unpack_from(buf, f.span(addr, 16))
+        buf, eof = f.buf, f.eof
+        if addr + 16 > eof:
+            raise Unsupported(f"object header {addr:#x} beyond the end of the file")
+        version, _, nmesgs, _, size = _PREFIX.unpack_from(buf, addr)
         _check(version == 1, "object header not version 1")
-        self.stab = self.dtype = self.space = self.layout = None
-        self.attributes: list[tuple[int, int]] = []
-        chunks, seen, count = [(addr + 16, size)], {addr}, 0
-        while chunks:
-            pos, size = chunks.pop()
-            end = f.span(pos, size) + size
+        stab = dtype = space = layout = None
+        attributes: list[tuple[int, int]] = []
+        pos, end, count, chunks, seen = addr + 16, addr + 16 + size, 0, [], {addr}
+        while True:
+            _check(end <= eof, "object header beyond the end of the file")
             while pos < end:
                 _check(pos + 8 <= end, "object header message bounds")
                 mtype, msize, flags = _MSG.unpack_from(buf, pos)
                 pos += 8
-                _check(pos + msize <= end and msize & 7 == 0, "object header message bounds")
-                _check(flags & ~1 == 0, f"message flags {flags:#x} (shared message?)")
+                stop = pos + msize
+                if stop > end or msize & 7 or flags & ~1:
+                    raise Unsupported(f"object header message bounds or flags {flags:#x} (shared message?)")
                 count += 1
                 if mtype == ATTRIBUTE:
-                    self.attributes.append((pos, pos + msize))
-                elif mtype == DATASPACE or mtype == DATATYPE or mtype == LAYOUT or mtype == STAB:
-                    _check(getattr(self, _SLOT[mtype]) is None, "repeated message")
-                    setattr(self, _SLOT[mtype], (pos, pos + msize))
-                elif mtype == CONTINUATION:
-                    _check(msize >= 16 and len(seen) < MAX_CHUNKS, "continuation message")
+                    attributes.append((pos, stop))
+                elif mtype in IGNORED:
+                    pass
+                elif mtype == DATASPACE and space is None:
+                    space = (pos, stop)
+                elif mtype == DATATYPE and dtype is None:
+                    dtype = (pos, stop)
+                elif mtype == LAYOUT and layout is None:
+                    layout = (pos, stop)
+                elif mtype == STAB and stab is None and msize >= 16:
+                    stab = (pos, stop)
+                elif mtype == CONTINUATION and msize >= 16:
                     caddr, clen = _QQ.unpack_from(buf, pos)
-                    _check(caddr not in seen, "continuation cycle")
+                    _check(caddr not in seen and len(seen) < MAX_CHUNKS, "continuation cycle")
                     seen.add(caddr)
-                    chunks.append((caddr, clen))
-                elif mtype not in IGNORED:
-                    raise Unsupported(f"object header message type {mtype:#x}")
-                pos += msize
+                    chunks.append((caddr, caddr + clen))
+                else:
+                    raise Unsupported(f"object header message type {mtype:#x} (or repeated)")
+                pos = stop
+            if not chunks:
+                break
+            pos, end = chunks.pop()
         _check(count == nmesgs, "object header message count")
-        if self.stab is not None:
-            self.kind = GROUP
-            _check(self.stab[1] - self.stab[0] >= 16, "symbol table message")
-        elif self.dtype is not None and self.space is not None:
-            self.kind = DATASET
-        else:
-            self.kind = OTHER
-
-
-_SLOT = {DATASPACE: "space", DATATYPE: "dtype", LAYOUT: "layout", STAB: "stab"}
+        self.stab, self.dtype, self.space, self.layout, self.attributes = stab, dtype, space, layout, attributes
+        self.kind = GROUP if stab is not None else DATASET if dtype and space else OTHER
 
 
 def _name(buf: bytes, start: int, end: int) -> bytes:
@@ -325,11 +370,12 @@ def _heap_at(offset: int, lo: int, hi: int) -> int:
 class DirectGroup:
     """:class:`aa4xr.hdf5.Group` parsed from the file's bytes (see :func:`open_direct`)."""
 
-    __slots__ = ("_file", "_header", "_links", "path", "features")
+    __slots__ = ("_file", "_header", "_links", "_kinds", "path", "features")
 
     def __init__(self, f: _File, header: _Header, path: str):
         self._file, self._header, self.path, self.features = f, header, path, f.features
         self._links: dict[str, int] | None = None
+        self._kinds: dict[str, str] | None = None
 
     def _members(self) -> dict[str, int]:
         if self._links is None:
@@ -352,44 +398,57 @@ class DirectGroup:
         return h
 
     def members(self) -> dict[str, str]:
-        header = self._file.header
-        try:
-            return {name: header(addr).kind for name, addr in self._members().items()}
-        except MALFORMED as exc:
-            raise Unsupported(f"malformed member of {self.path} ({exc})") from exc
+        if self._kinds is None:
+            header = self._file.header
+            try:
+                self._kinds = {name: header(addr).kind for name, addr in self._members().items()}
+            except MALFORMED as exc:
+                raise Unsupported(f"malformed member of {self.path} ({exc})") from exc
+        return dict(self._kinds)
 
     def group(self, name: str) -> DirectGroup:
         return DirectGroup(self._file, self._child(name, GROUP), f"{self.path.rstrip('/')}/{name}")
 
     def attrs(self) -> dict[str, Any]:
-        f = self._file
+        f, numbers, strings = self._file, [], []
         try:
-            pairs = sorted((_attribute(f, start, end) for start, end in self._header.attributes), key=_first)
+            pairs = [_attribute(f, start, end, numbers, strings) for start, end in self._header.attributes]
         except MALFORMED as exc:
             raise Unsupported(f"malformed attribute of {self.path} ({exc})") from exc
+        pairs.sort(key=_FIRST)
         out = dict(pairs)
         _check(len(out) == len(pairs), "repeated attribute name")
+        if numbers:
+            self.features.numbers.update(numbers)
+        if strings:
+            self.features.strings.update(strings)
         return out
 
     def dataset(self, name: str) -> np.ndarray:
         h = self._child(name, DATASET)
         try:
-            data = _dataset(self._file, h)
+            data, type_name = _dataset(self._file, h)
         except MALFORMED as exc:
             raise Unsupported(f"malformed dataset {self.path}/{name} ({exc})") from exc
-        self.features.shapes[f"{data.dtype.name} {shape_kind(data.shape)}"] += 1
+        key = (type_name, data.shape)
+        label = _SHAPE_KEYS.get(key)
+        if label is None:
+            label = f"{type_name} {shape_kind(data.shape)}"
+            _remember(_SHAPE_KEYS, key, label)
+        self.features.shapes[label] += 1
         return data
 
 
-def _first(pair: tuple) -> Any:
-    return pair[0]
-
-
-def _dataset(f: _File, h: _Header) -> np.ndarray:
-    """The values of a contiguous or compact dataset of numbers."""
+def _dataset(f: _File, h: _Header) -> tuple[np.ndarray, str]:
+    """The values of a contiguous or compact dataset of numbers, and their type's name."""
     buf = f.buf
     t = _datatype(buf, *h.dtype)
-    shape = _dataspace(buf, *h.space)
+    pos, end = h.space
+    key = buf[pos:end]
+    shape = _SPACES.get(key, False)
+    if shape is False:
+        shape = _dataspace(key, 0, len(key))
+        _remember(_SPACES, key, shape)
     _check(t.kind == "number" and shape is not None, "dataset of strings or null dataspace")
     _check(h.layout is not None, "dataset without layout")
     pos, end = h.layout
@@ -403,64 +462,57 @@ def _dataset(f: _File, h: _Header) -> np.ndarray:
         addr, size = _QQ.unpack_from(buf, pos + 2)
         if addr == UNDEFINED:
             _check(nbytes == 0, "contiguous dataset without storage (fill value)")
-            return np.empty(shape, t.dtype)
+            return np.empty(shape, t.dtype), t.name
         _check(size == nbytes, "contiguous storage size")
-        return np.frombuffer(buf, t.dtype, n, f.span(addr, size)).reshape(shape).copy()
+        data = np.frombuffer(buf, t.dtype, n, f.span(addr, size))
+        return (data.copy() if len(shape) == 1 else data.reshape(shape).copy()), t.name
     if buf[pos + 1] == 0:  # compact
         size = struct.unpack_from("<H", buf, pos + 2)[0]
         _check(size == nbytes and pos + 4 + size <= end, "compact storage size")
-        return np.frombuffer(buf, t.dtype, n, pos + 4).reshape(shape).copy()
+        return np.frombuffer(buf, t.dtype, n, pos + 4).reshape(shape).copy(), t.name
     raise Unsupported(f"layout class {buf[pos + 1]} (chunked or virtual)")
 
 
-def _attribute(f: _File, pos: int, end: int) -> tuple[str, Any]:
-    """Decode one attribute message: (name, value as h5py returns it); counts its type."""
+def _attribute(f: _File, pos: int, end: int, numbers: list, strings: list) -> tuple[str, Any]:
+    """Decode one attribute message: (name, value as h5py returns it).
+
+    Appends its type to ``numbers`` or its string encoding to ``strings``.
+    """
     buf = f.buf
     _check(end - pos >= 8, "attribute message too short")
-    version = buf[pos]
+    version, nsize, tsize, ssize = _ATTR1.unpack_from(buf, pos)
     if version == 1:
-        _, nsize, tsize, ssize = _ATTR1.unpack_from(buf, pos)
-        p_name = pos + 8
-        p_type = p_name + (nsize + 7 & ~7)
-        p_space = p_type + (tsize + 7 & ~7)
-        p_data = p_space + (ssize + 7 & ~7)
-    elif version in (2, 3):
-        _, flags, nsize, tsize, ssize, cset = _ATTR3.unpack_from(buf, pos)
-        _check(flags == 0, "shared attribute datatype or dataspace")
-        p_name = pos + (9 if version == 3 else 8)
-        p_type, p_space = p_name + nsize, p_name + nsize + tsize
-        p_data = p_space + ssize
+        start = pos + 8 + (nsize + 7 & ~7) + (tsize + 7 & ~7) + (ssize + 7 & ~7)
+    elif version == 2 or version == 3:
+        start = pos + 8 + (version == 3) + nsize + tsize + ssize
     else:
         raise Unsupported(f"attribute message version {version}")
-    _check(nsize > 0 and p_data <= end, "attribute message bounds")
-    raw = buf[p_name:p_name + nsize]
-    _check(raw.find(b"\0") == nsize - 1, "attribute name")
-    try:
-        name = raw[:-1].decode()
-    except UnicodeDecodeError:
-        raise Unsupported("attribute name is not UTF-8") from None
-    t = _datatype(buf, p_type, p_type + tsize)
-    shape = _dataspace(buf, p_space, p_space + ssize)
+    _check(start <= end, "attribute message bounds")
+    key = buf[pos:start]
+    plan = _ATTRS.get(key)
+    if plan is None:
+        plan = _attribute_plan(key, version, nsize, tsize, ssize)
+        _remember(_ATTRS, key, plan)
+    name, t, shape, n = plan
     if shape is None:
         return name, None
-    n = 1
-    for d in shape:
-        n *= d
-    _check(p_data + n * t.size <= end, "attribute data bounds")
-    features = f.features
-    if t.kind == "number":
-        value = np.frombuffer(buf, t.dtype, n, p_data).reshape(shape).copy()
-        features.numbers[value.dtype.name] += 1
+    _check(start + n * t.size <= end, "attribute data bounds")
+    kind = t.kind
+    if kind == "number":
+        numbers.append(t.name)
+        if t.scalar is not None and not shape:
+            return name, t.scalar(buf, start)
+        value = np.frombuffer(buf, t.dtype, n, start).reshape(shape).copy()
         return name, value if shape else value[()]
-    if t.kind == "fixed":
-        texts, no_nul = _strings(buf[p_data:p_data + n * t.size], t, n)
+    if kind == "fixed":
+        texts, no_nul = _strings(buf[start:start + n * t.size], t, n)
         kind = f"fixed {STRPAD[t.pad]}"
         if kind == "fixed NULLTERM" and no_nul:
             kind += " without NUL"
     else:
         texts, kind = [], "vlen"
         for i in range(n):
-            text = f.vlen(buf, p_data + 16 * i).split(b"\0", 1)[0]
+            text = f.vlen(buf, start + 16 * i).split(b"\0", 1)[0]
             if t.utf8:
                 try:
                     texts.append(text.decode())
@@ -468,12 +520,36 @@ def _attribute(f: _File, pos: int, end: int) -> tuple[str, Any]:
                     raise Unsupported("variable-length UTF-8 string is not UTF-8") from None
             else:
                 texts.append(text.decode("utf-8", "replace"))
-    features.strings[kind] += 1
+    strings.append(kind)
     if not shape:
         return name, texts[0]
     out = np.empty(n, dtype=object)
     out[:] = texts
     return name, out.reshape(shape)
+
+
+def _attribute_plan(key: bytes, version: int, nsize: int, tsize: int, ssize: int) -> tuple:
+    """Name, type, shape and size of an attribute from its message up to its data."""
+    if version == 1:
+        p_name = 8
+        p_type = p_name + (nsize + 7 & ~7)
+        p_space = p_type + (tsize + 7 & ~7)
+    else:
+        _check(key[1] == 0, "shared attribute datatype or dataspace")
+        p_name = 9 if version == 3 else 8
+        p_type, p_space = p_name + nsize, p_name + nsize + tsize
+    raw = key[p_name:p_name + nsize]
+    _check(nsize > 0 and raw.find(b"\0") == nsize - 1, "attribute name")
+    try:
+        name = raw[:-1].decode()
+    except UnicodeDecodeError:
+        raise Unsupported("attribute name is not UTF-8") from None
+    t = _decode_datatype(key, p_type, p_type + tsize)
+    shape = _dataspace(key, p_space, p_space + ssize)
+    n = 1
+    for d in shape or ():
+        n *= d
+    return name, t, shape, n
 
 
 @contextmanager
