@@ -29,7 +29,7 @@ import os
 import struct
 from contextlib import contextmanager
 from operator import itemgetter
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -65,7 +65,7 @@ _ATTR3 = struct.Struct("<BBHHHB")
 _DTYPE = struct.Struct("<BBBBI")
 _VLEN = struct.Struct("<IQI")
 #: What a parse of a malformed structure could raise despite the checks (a bug): reported as Unsupported.
-MALFORMED = (struct.error, IndexError, ValueError, OverflowError, MemoryError)
+MALFORMED = (struct.error, IndexError, ValueError, TypeError, OverflowError, MemoryError)
 #: Entries kept in each cache of decoded descriptions (datatypes, attribute headers).
 CACHE_SIZE = 4096
 _TYPES: dict[bytes, "_Type"] = {}
@@ -136,7 +136,8 @@ def _decode_datatype(buf: bytes, pos: int, end: int) -> _Type:
         _check(fields[:2] == (0, 8 * size) and fields[2:] == IEEE[size][1:], "non-IEEE float")
         return _Type("number", np.dtype(f"{'<>'[bits & 1]}f{size}"), size)
     if cls == 3:  # fixed-length string
-        _check(bits >> 4 in (0, 1) and bits & 15 in STRPAD and bits >> 8 == 0 and size > 0, "unsupported string type")
+        _check(bits >> 4 in (0, 1) and bits & 15 in STRPAD and bits >> 8 == 0 and 0 < size < 1 << 20,
+               "unsupported string type")
         return _Type("fixed", np.dtype(f"S{size}"), size, bits & 15, bits >> 4 == 1)
     if cls == 9:  # variable-length: strings only
         _check(bits & 15 == 1 and bits >> 4 & 15 in STRPAD and bits >> 8 & 15 in (0, 1) and bits >> 12 == 0,
@@ -409,6 +410,52 @@ class DirectGroup:
     def group(self, name: str) -> DirectGroup:
         return DirectGroup(self._file, self._child(name, GROUP), f"{self.path.rstrip('/')}/{name}")
 
+    def children(self, names: Iterable[str]) -> list[tuple[dict[str, str], dict[str, Any], dict[str, np.ndarray]]]:
+        """Members, attributes and every dataset of several member groups, in one call.
+
+        Returns what ``[(g.members(), g.attrs(), {d: g.dataset(d) for d, kind in
+        g.members().items() if kind == "dataset"}) for g in map(self.group, names)]``
+        returns, and counts the same in :attr:`features`, at a fraction of the
+        calls: meant for the thousands of small trial groups of a unit file.
+
+        Examples
+        --------
+        >>> from aa4xr.synthetic import sample_corpus
+        >>> with open_direct(sorted(sample_corpus().glob("*/Site*.h5"))[0]) as root:
+        ...     stim = root.group("Call1").group(next(iter(root.group("Call1").members())))
+        ...     kinds, attrs, arrays = stim.children(["1"])[0]
+        >>> sorted(arrays), "pre_time" in attrs
+        (['spike_ids', 'spike_times'], True)
+        """
+        f, header = self._file, self._file.header
+        numbers: list[str] = []
+        strings: list[str] = []
+        shapes: list[str] = []
+        out = []
+        for name in names:
+            h = self._child(name, GROUP)
+            try:
+                kinds, arrays = {}, {}
+                for member, maddr in _links(f, h).items():
+                    mh = header(maddr)
+                    kinds[member] = mh.kind
+                    if mh.kind == DATASET:
+                        data, type_name = _dataset(f, mh)
+                        arrays[member] = data
+                        shapes.append(_shape_label(type_name, data.shape))
+                pairs = [_attribute(f, start, end, numbers, strings) for start, end in h.attributes]
+            except MALFORMED as exc:
+                raise Unsupported(f"malformed group {self.path}/{name} ({exc})") from exc
+            pairs.sort(key=_FIRST)
+            attrs = dict(pairs)
+            _check(len(attrs) == len(pairs), "repeated attribute name")
+            out.append((kinds, attrs, arrays))
+        features = self.features
+        features.numbers.update(numbers)
+        features.strings.update(strings)
+        features.shapes.update(shapes)
+        return out
+
     def attrs(self) -> dict[str, Any]:
         f, numbers, strings = self._file, [], []
         try:
@@ -430,13 +477,18 @@ class DirectGroup:
             data, type_name = _dataset(self._file, h)
         except MALFORMED as exc:
             raise Unsupported(f"malformed dataset {self.path}/{name} ({exc})") from exc
-        key = (type_name, data.shape)
-        label = _SHAPE_KEYS.get(key)
-        if label is None:
-            label = f"{type_name} {shape_kind(data.shape)}"
-            _remember(_SHAPE_KEYS, key, label)
-        self.features.shapes[label] += 1
+        self.features.shapes[_shape_label(type_name, data.shape)] += 1
         return data
+
+
+def _shape_label(type_name: str, shape: tuple[int, ...]) -> str:
+    """``"float64 (n, 1)"``: how :class:`Features` counts a dataset."""
+    key = (type_name, shape)
+    label = _SHAPE_KEYS.get(key)
+    if label is None:
+        label = f"{type_name} {shape_kind(shape)}"
+        _remember(_SHAPE_KEYS, key, label)
+    return label
 
 
 def _dataset(f: _File, h: _Header) -> tuple[np.ndarray, str]:

@@ -54,6 +54,10 @@ def assert_same(a, b, where="/"):
         assert list(a) == list(b), (where, list(a), list(b))
         for key in a:
             assert_same(a[key], b[key], f"{where}{key}/")
+    elif isinstance(a, tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}{i}/")
     elif isinstance(a, np.ndarray):
         assert (a.dtype, a.shape) == (b.dtype, b.shape), (where, a.dtype, b.dtype, a.shape, b.shape)
         if a.dtype == object:
@@ -103,6 +107,24 @@ def test_writers_variants_are_met(corpus):
     assert {"vlen", "fixed NULLPAD", "fixed NULLTERM without NUL"} <= strings
     assert {"float64 (n, 1)", "float64 (1, 1)", "float64 (1, n)", "float64 (n,)", "int64 scalar"} <= shapes
     assert {"int64", "float64"} <= numbers
+
+
+def test_children_returns_what_the_protocol_returns(corpus):
+    """The bulk method equals group/members/attrs/dataset calls, and counts the same."""
+    for path in sorted(corpus.root.glob("*/Site*.h5"))[:6]:
+        with open_direct(path) as bulk, open_direct(path) as single:
+            for protocol in ("Call1", "Call2"):
+                for stim in bulk.group(protocol).members():
+                    names = list(bulk.group(protocol).group(stim).members())
+                    got = bulk.group(protocol).group(stim).children(names)
+                    expected = []
+                    for name in names:
+                        g = single.group(protocol).group(stim).group(name)
+                        expected.append((g.members(), g.attrs(),
+                                         {d: g.dataset(d) for d, kind in g.members().items() if kind == "dataset"}))
+                    assert_same(dict(enumerate(got)), dict(enumerate(expected)))
+            assert (bulk.features.numbers, bulk.features.strings, bulk.features.shapes) == (
+                single.features.numbers, single.features.strings, single.features.shapes)
 
 
 @pytest.fixture(params=["direct", "h5py"])
