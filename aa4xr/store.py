@@ -15,6 +15,7 @@ presentation order, and a run of stimuli is a contiguous run of rows.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -32,7 +33,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
-from tqdm.auto import tqdm
 
 from ._cache import cache_dir  # noqa: F401  (re-exported)
 from ._validate import warn_user
@@ -302,16 +302,37 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _read_all(paths: list[str], processes: int | None, executor: Executor | None, progress: bool, desc: str):
+def progress_bar(total: int, desc: str, enabled: bool | None = None):
+    """A tqdm bar: a widget in Jupyter when ipywidgets is installed, text otherwise.
+
+    ``enabled=None`` shows it on a terminal and in Jupyter (not in logs or tests).
+    """
+    notebook = "ipykernel" in sys.modules
+    if enabled is None:
+        enabled = sys.stderr.isatty() or notebook
+    if notebook and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, unit="step")
+
+
+def _read_all(paths: list[str], processes: int | None, executor: Executor | None, bar) -> list:
+    """Read unit files (in worker processes or on ``executor``), ticking ``bar`` once per file."""
+    def ticked(results):
+        out = []
+        for result in results:
+            out.append(result)
+            bar.update()
+        return out
+
     if executor is not None:
-        return list(tqdm(executor.map(_read_or_error, paths), total=len(paths), desc=desc, disable=not progress))
+        return ticked(executor.map(_read_or_error, paths))
     workers = min(processes or os.cpu_count() or 1, len(paths))
     if workers <= 1:
-        return [_read_or_error(p) for p in tqdm(paths, desc=desc, disable=not progress)]
+        return ticked(map(_read_or_error, paths))
     with ProcessPoolExecutor(workers, initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
-        chunk = max(1, len(paths) // (8 * workers))
-        return list(tqdm(pool.map(_read_or_error, paths, chunksize=chunk), total=len(paths),
-                         desc=desc, disable=not progress))
+        return ticked(pool.map(_read_or_error, paths, chunksize=max(1, len(paths) // (8 * workers))))
 
 
 def store_path(root: Path, animal: str) -> Path:
@@ -319,8 +340,20 @@ def store_path(root: Path, animal: str) -> Path:
     return cache_dir() / "stores" / f"{animal}-{fingerprint(find_unit_files(root, animal))}.nc"
 
 
+def _usable(path: Path, animal: str, rebuild: bool) -> bool:
+    """Whether an existing store can be used; one that does not verify is announced for rebuilding."""
+    if rebuild or not path.exists():
+        return False
+    try:
+        verify_store(path)
+        return True
+    except StoreError as exc:
+        warn_user(f"rebuilding the spike-time store of {animal} from its unit files: {exc}")
+        return False
+
+
 def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: int | None = None,
-                  executor: Executor | None = None, progress: bool = False, rebuild: bool = False) -> Path:
+                  executor: Executor | None = None, bar=None, rebuild: bool = False) -> Path:
     """Build (once) the store of one animal and return its path.
 
     Unit files are read in worker processes (``processes``, default all
@@ -330,18 +363,17 @@ def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: 
     ``errors="warn"`` is skipped with a warning and recorded in the store's
     ``skipped_file``/``skipped_reason``. An existing store that does not
     verify (see :func:`verify_store`) is rebuilt with a warning naming it;
-    ``rebuild=True`` rebuilds it regardless.
+    ``rebuild=True`` rebuilds it regardless. ``bar`` (see :func:`progress_bar`)
+    ticks once per file, then once for assembling and once for writing.
     """
     files = find_unit_files(root, animal)
     path = cache_dir() / "stores" / f"{animal}-{fingerprint(files)}.nc"
-    if path.exists() and not rebuild:
-        try:
-            verify_store(path)
-            return path
-        except StoreError as exc:
-            warn_user(f"rebuilding the spike-time store of {animal} from its unit files: {exc}")
+    if _usable(path, animal, rebuild):
+        return path
+    bar = bar if bar is not None else progress_bar(len(files) + 2, f"reading {animal}", enabled=False)
     clean_stale_tmp(path.parent)
-    results = _read_all(files["path"].tolist(), processes, executor, progress, f"reading {animal}")
+    bar.set_description(f"reading {animal}")
+    results = _read_all(files["path"].tolist(), processes, executor, bar)
     stems, units, skipped = [], [], []
     for stem, file, result in zip(files["stem"], files["path"], results):
         if isinstance(result, Unit):
@@ -352,7 +384,12 @@ def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: 
         else:
             warn_user(f"skipping unreadable unit file {result}")
             skipped.append((file, result))
-    _write_atomic(_assemble(animal, stems, units, skipped), path)
+    bar.set_description(f"assembling {animal}")
+    store = _assemble(animal, stems, units, skipped)
+    bar.update()
+    bar.set_description(f"writing {animal}")
+    _write_atomic(store, path)
+    bar.update()
     return path
 
 
@@ -385,8 +422,8 @@ def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str
                 progress: bool | None = None, rebuild: bool = False) -> dict[str, Path]:
     """Ingest (when needed) and return ``{animal: store path}`` for a root.
 
-    ``progress`` shows a bar over the files being read (default: when
-    stderr is a terminal); ``rebuild=True`` re-reads the unit files even when
+    ``progress`` shows one bar over the whole ingest: files read, stores
+    assembled and written (default: on a terminal and in Jupyter); ``rebuild=True`` re-reads the unit files even when
     a store of them exists. A store built earlier with ``errors="warn"`` that
     skipped files raises (naming them) when opened with ``errors="raise"``;
     with ``errors="warn"`` the skip was warned when it happened.
@@ -400,15 +437,18 @@ def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str
     root = resolve_root(root)
     chosen = select_animals(find_animals(root, errors), animals)
     check_cache_writable(cache_dir() / "stores")
-    paths = {}
-    for animal in chosen:
-        path = ingest_animal(root, animal, errors=errors, processes=processes, executor=executor,
-                             progress=sys.stderr.isatty() if progress is None else bool(progress), rebuild=rebuild)
+    paths = {animal: store_path(root, animal) for animal in chosen}
+    todo = [animal for animal, path in paths.items() if not _usable(path, animal, rebuild)]
+    total = sum(len(find_unit_files(root, animal)) + 2 for animal in todo)
+    with progress_bar(total, "ingest", progress if todo else False) as bar:
+        for animal in todo:
+            paths[animal] = ingest_animal(root, animal, errors=errors, processes=processes, executor=executor,
+                                          bar=bar, rebuild=True)
+    for animal, path in paths.items():
         skipped = read_skipped(path)
         if skipped and errors == "raise":
             raise UnitFileError(f"unreadable unit file(s) in {animal}: {'; '.join(r for _, r in skipped)} "
                                 "(open with errors='warn' to skip them)")
-        paths[animal] = path
     _warn_unusual(root, paths)
     return paths
 

@@ -280,3 +280,26 @@ def test_open_spike_times_equals_ground_truth_after_rebuilds(root, corpus):
     for row in truth.iloc[::17].itertuples():
         trains = aa4xr.trial_spike_times(st, row.md5, row.neuron)
         np.testing.assert_array_equal(trains[row.order], corpus.trial_spikes(row.Index))
+
+
+def test_one_progress_bar_covers_the_whole_ingest(root, capsys):
+    n_files = len(list(root.glob(f"{ANIMAL}/Site*.h5")))
+    _paths(root, progress=True)
+    err = capsys.readouterr().err
+    assert f"{n_files + 2}/{n_files + 2}" in err and "writing" in err
+    _paths(root, progress=True)  # warm: nothing to show
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_in_jupyter_without_ipywidgets(monkeypatch):
+    import types
+
+    import tqdm.std
+
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setattr(store.importlib.util, "find_spec", lambda name: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no TqdmWarning: IProgress not found
+        bar = store.progress_bar(3, "ingest")
+    assert type(bar) is tqdm.std.tqdm and not bar.disable
+    bar.close()
