@@ -25,6 +25,8 @@ import warnings
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import dask
+from dask.array import Array as DaskArray
 import numpy as np
 import xarray as xr
 
@@ -96,9 +98,11 @@ class TorchDataset(torch.utils.data.Dataset):
         ``stim_type``, ``call_type``, ``stim_class``, ``duration``, ...), as
         Python scalars.
 
-    In DataLoader worker processes the slice is computed with dask's
-    synchronous scheduler: the workers are the parallelism, and a threaded
-    pool inherited through ``fork`` would deadlock.
+    An item computes its stimulus's slice with dask's synchronous
+    scheduler, in the calling process: a few small tasks, for which a thread
+    pool only adds overhead (and one inherited through ``fork`` by
+    DataLoader workers would deadlock). On a loaded Dataset an item is plain
+    numpy slicing.
 
     Keep items small by selecting neurons first (e.g. one animal): a
     stimulus heard by one animal otherwise carries NaN rows for all others.
@@ -128,8 +132,9 @@ class TorchDataset(torch.utils.data.Dataset):
             keep &= _has_stimulus(ds, stimulus, keep)
         self._index = np.flatnonzero(keep)
         self._n_trials, self._n_bins = n_trials[self._index], n_bins[self._index]
-        names = ["spike_count"] + ([stimulus] if stimulus else [])
-        self._ds = ds.reset_coords(names[1:])[names].reset_coords(drop=True)  # the stimulus may be a coordinate
+        # plain (dask or numpy) arrays: an item slices them directly, without xarray's or a thread pool's overhead
+        self._counts = ds["spike_count"].transpose("stim", "neuron", "trial", "time").data
+        self._stimulus = _fold(ds[stimulus], ("stim", *_STIMULUS_DIMS[stimulus])).data if stimulus else None
         self._coords = {name: c.values[self._index].tolist() for name, c in ds.coords.items()
                         if c.dims == ("stim",)}
         self.stimulus, self.dtype = stimulus, dtype
@@ -140,14 +145,19 @@ class TorchDataset(torch.utils.data.Dataset):
         return self._index.size
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        part = self._ds.isel(stim=int(self._index[index]), trial=slice(0, int(self._n_trials[index])),
-                             time=slice(0, int(self._n_bins[index])))
-        part = part.compute(**_compute_kwargs())
-        counts = part["spike_count"].transpose("neuron", "trial", "time").values
+        stim, n_bins = int(self._index[index]), int(self._n_bins[index])
+        parts = [self._counts[stim, :, :int(self._n_trials[index]), :n_bins]]
+        if self.stimulus == "spectrogram":
+            parts.append(self._stimulus[stim, :, :n_bins])
+        elif self.stimulus:
+            parts.append(self._stimulus[stim])
+        if any(isinstance(p, DaskArray) for p in parts):  # one stimulus: a few small tasks, run here
+            parts = dask.compute(*parts, scheduler="synchronous")
+        counts = np.asarray(parts[0])
         item = {"response": self._tensor(counts), "mask": torch.from_numpy(~np.isnan(counts)),
                 "coords": {name: values[index] for name, values in self._coords.items()}}
         if self.stimulus:
-            item["stimulus"] = self._tensor(_stimulus_values(part[self.stimulus], self.stimulus))[None]
+            item["stimulus"] = self._tensor(_stimulus_values(np.asarray(parts[1]), self.stimulus))[None]
         return item
 
     def __repr__(self) -> str:
@@ -334,11 +344,6 @@ def _has_stimulus(ds: xr.Dataset, stimulus: str, wanted: np.ndarray) -> np.ndarr
     return recorded
 
 
-def _compute_kwargs() -> dict[str, str]:
-    in_worker = torch.utils.data.get_worker_info() is not None
-    return {"scheduler": "synchronous"} if in_worker else {}
-
-
 def _fold(da: xr.DataArray, dims: tuple[Hashable, ...]) -> xr.DataArray:
     """Fold dimensions that ``ds.where`` broadcast onto ``da`` back.
 
@@ -348,8 +353,8 @@ def _fold(da: xr.DataArray, dims: tuple[Hashable, ...]) -> xr.DataArray:
     return (da.max(extra) if extra else da).transpose(*dims)
 
 
-def _stimulus_values(da: xr.DataArray, name: str) -> np.ndarray:
-    values = _fold(da, _STIMULUS_DIMS[name]).values
+def _stimulus_values(values: np.ndarray, name: str) -> np.ndarray:
+    """One stimulus's input: NaN as 0 (silence); a waveform cut after its last recorded sample."""
     if name == "waveform":
         recorded = np.flatnonzero(~np.isnan(values))
         values = values[: recorded[-1] + 1 if recorded.size else 0]

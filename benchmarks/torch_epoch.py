@@ -14,6 +14,12 @@ and with the largest batch (what any loader must hold). Needs psutil
 (c) epoch: (b) then every batch of a ``DataLoader(TorchDataset(ds), collate_fn=collate)``;
 (d) epoch, one animal: the same over ``ds.sel(animal=<the first animal>)``.
 
+With ``--items`` it prints items/s instead: one epoch over the first animal
+of a ``DataLoader(TorchDataset(ds), batch_size=8, collate_fn=collate)`` on
+the lazy Dataset and on ``ds.load()``, against a baseline that does what a
+hand-written loader does (per-stimulus tensors built once, indexed per
+item), at 5 ms and 1 ms (``--old <checkout>`` adds an older aa4xr).
+
 For each epoch it also prints its time against one pass computing every
 ``spike_count`` chunk once: items read whole chunks, so the ratio shows
 how many stimuli share a chunk (``open_aa4(chunk_mb=...)``).
@@ -110,11 +116,73 @@ def _peak_mb() -> float:
             + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
-STAGES = {"ingest": ingest, "open": open_only, "epoch": epoch, "epoch_animal": epoch_one_animal}
+class Prebuilt:
+    """The baseline: what a hand-written loader does, per-stimulus tensors built once and indexed per item."""
+
+    def __init__(self, tds) -> None:
+        import torch
+
+        self.items = []
+        for i in range(len(tds)):
+            item = tds[i]
+            self.items.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in item.items()})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
 
 
-def run_stage(stage: str, args: argparse.Namespace, cache: Path) -> dict:
-    env = {**os.environ, "AA4XR_CACHE_DIR": str(cache)}
+def items_per_second(root: Path, dt: float, batch_size: int, chunk_mb: float, how: str, **_) -> dict:
+    """Items/s of one epoch of ``DataLoader(..., batch_size, collate_fn=collate)`` over one animal.
+
+    ``how``: "lazy" (TorchDataset on the lazy Dataset), "loaded" (on ``ds.load()``)
+    or "baseline" (:class:`Prebuilt` tensors of the loaded Dataset's items).
+    """
+    import torch
+
+    from aa4xr.torch import TorchDataset, collate
+
+    import aa4xr
+
+    ds = aa4xr.open_aa4(root, sort_types=None, dt=dt, pre=0.1, post=0.1, chunk_mb=chunk_mb)
+    ds = ds.sel(animal=ds["animal"].values[0])
+    if how != "lazy":
+        ds = ds.load()
+    tds = TorchDataset(ds)
+    data = Prebuilt(tds) if how == "baseline" else tds
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
+    t0, n = time.perf_counter(), 0
+    for batch in loader:
+        n += batch["response"].shape[0]
+    seconds = time.perf_counter() - t0
+    return {"items": n, "epoch_s": seconds, "items_per_s": n / seconds}
+
+
+STAGES = {"ingest": ingest, "open": open_only, "epoch": epoch, "epoch_animal": epoch_one_animal,
+          **{f"items_{how}": (lambda how: lambda **kw: items_per_second(how=how, **kw))(how)
+             for how in ("lazy", "loaded", "baseline")}}
+
+
+def items_table(args: argparse.Namespace) -> None:
+    """Items/s side by side: lazy, loaded and the prebuilt baseline (and an older checkout), at 5 and 1 ms."""
+    cache = Path(os.environ.get("AA4XR_CACHE_DIR") or tempfile.mkdtemp(prefix="aa4xr-bench-cache-"))
+    codes = {"new": Path(__file__).resolve().parent.parent, **({"old": args.old} if args.old else {})}
+    print(f"corpus: {args.root} (first animal), batch_size={args.batch_size}, num_workers=0; items/s of one epoch")
+    print(f"{'dt':>6}" + "".join(f"{f'{k} {how}':>16}" for k in codes for how in ("lazy", "loaded"))
+          + f"{'baseline':>12}{'loaded/baseline':>17}")
+    for dt in (0.005, 0.001):
+        args.dt = dt
+        res = {(k, how): run_stage(f"items_{how}", args, cache, code)["items_per_s"]
+               for k, code in codes.items() for how in ("lazy", "loaded")}
+        base = run_stage("items_baseline", args, cache, codes["new"])["items_per_s"]
+        print(f"{dt:>6}" + "".join(f"{res[k, how]:>16.0f}" for k in codes for how in ("lazy", "loaded"))
+              + f"{base:>12.0f}{res['new', 'loaded'] / base:>17.2f}", flush=True)
+
+
+def run_stage(stage: str, args: argparse.Namespace, cache: Path, code: Path | None = None) -> dict:
+    env = {**os.environ, "AA4XR_CACHE_DIR": str(cache), **({"PYTHONPATH": str(code)} if code else {})}
     cmd = [sys.executable, __file__, "--stage", stage, "--root", str(args.root), "--dt", str(args.dt),
            "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers),
            "--chunk-mb", str(args.chunk_mb)]
@@ -133,6 +201,9 @@ def main() -> None:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--chunk-mb", type=float, default=32.0, help="open_aa4's chunk_mb for the epochs")
     p.add_argument("--stage", choices=list(STAGES))
+    p.add_argument("--items", action="store_true",
+                   help="only items/s: TorchDataset lazy and loaded against prebuilt tensors, at 5 and 1 ms")
+    p.add_argument("--old", type=Path, help="also run the items/s stages on this older aa4xr checkout")
     args = p.parse_args()
     if args.stage:
         t0 = time.perf_counter()
@@ -148,6 +219,9 @@ def main() -> None:
         t0 = time.perf_counter()
         write_corpus(args.root, args.size, seed=1, progress=True)
         print(f"wrote {args.size} corpus to {args.root} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if args.items:
+        items_table(args)
+        return
     cache = Path(tempfile.mkdtemp(prefix="aa4xr-bench-cache-"))
     print(f"corpus: {args.root}, dt={args.dt}, batch_size={args.batch_size}, "
           f"num_workers={args.num_workers}, chunk_mb={args.chunk_mb}, {os.cpu_count()} cores")
