@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .dataset import SORT_TYPES, check_choices, open_aa4
-from .layout import resolve_root
+from ._validate import check_choices
 from .checks import check
-from .layout import find_other_files
+from .dataset import SORT_TYPES, open_aa4
+from .layout import find_other_files, resolve_root
 from .store import read_skipped, store_paths
 
 

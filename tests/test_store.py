@@ -148,6 +148,16 @@ def test_corrupt_table_block_is_rebuilt(root, corpus):
     _assert_store_equals_truth(path, corpus)
 
 
+def test_corrupt_block_elsewhere_names_the_store_and_the_remedy(root, corpus):
+    path = _paths(root)[ANIMAL]
+    _flip_inside(path, "row_unit")
+    with pytest.raises(store.StoreError, match=rf"{path.name}.*rebuild=True"):
+        store.load_tables(path)
+    _paths(root, rebuild=True)
+    store.load_tables(path)
+    _assert_store_equals_truth(path, corpus)
+
+
 def test_rebuild_true_rereads_the_files(root, monkeypatch):
     _paths(root)
     calls = []
@@ -303,3 +313,18 @@ def test_progress_bar_in_jupyter_without_ipywidgets(monkeypatch):
         bar = store.progress_bar(3, "ingest")
     assert type(bar) is tqdm.std.tqdm and not bar.disable
     bar.close()
+
+
+def test_one_bad_group_duration_neither_decides_nor_hides(root, corpus):
+    """A stimulus's duration comes from all its groups; a disagreeing group is named in a warning."""
+    truth = corpus.groups[corpus.groups["animal"] == ANIMAL]
+    counts = truth.groupby("md5").size()
+    md5 = counts.index[counts >= 3][0]
+    group = truth[truth["md5"] == md5].sort_values(["neuron", "protocol"]).iloc[0]
+    path = root / f"{group['neuron']}.h5"
+    with h5py.File(path, "r+") as f:
+        f[f"{group['protocol']}/{group['number']}"].attrs["stim_duration"] = group["stim_duration"] + 0.5
+    with pytest.warns(UserWarning, match=rf"{md5}.*{path.name}:/{group['protocol']}/{group['number']}"):
+        ds = aa4xr.open_aa4(root, sort_types=None, processes=1)
+    expected = corpus.stims.set_index("md5").loc[md5, "duration"]
+    assert float(ds.duration.sel(stim=md5)) == pytest.approx(expected)
