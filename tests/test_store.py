@@ -178,15 +178,27 @@ def test_cache_that_is_not_a_folder_fails_before_reading(root, tmp_path, monkeyp
         _paths(root)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_read_only_cache_fails_before_reading(root, tmp_path, monkeypatch):
+def test_read_only_cache_fails_before_reading(root, tmp_path):
+    """Run where file modes bind (as root too: see test_faults), so the cache is really read-only."""
+    from test_faults import _drop_file_capabilities
+
     cache = tmp_path / "ro"
     (cache / "stores").mkdir(parents=True)
     (cache / "stores").chmod(0o500)
-    monkeypatch.setenv("AA4XR_CACHE_DIR", str(cache))
-    monkeypatch.setattr(store, "_read_all", lambda *a, **k: pytest.fail("ingest ran before the cache check"))
-    with pytest.raises(store.StoreError, match="AA4XR_CACHE_DIR"):
-        _paths(root)
+    script = textwrap.dedent(f"""
+        from aa4xr import store
+        store._read_all = lambda *a, **k: print("ingest ran before the cache check")
+        try:
+            store.store_paths({str(root)!r}, processes=1)
+        except store.StoreError as exc:
+            print("StoreError:", exc)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "AA4XR_CACHE_DIR": str(cache)},
+                          preexec_fn=_drop_file_capabilities if os.geteuid() == 0 else None)
+    (cache / "stores").chmod(0o755)
+    assert done.stdout.startswith("StoreError:"), done.stdout + done.stderr
+    assert str(cache / "stores") in done.stdout and "AA4XR_CACHE_DIR" in done.stdout
 
 
 def test_full_disk_names_the_folder_and_the_space(root, fresh_cache, monkeypatch):
