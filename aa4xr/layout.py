@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ._validate import warn_user
+from ._validate import check_choices, warn_user
 
 #: Unit file names: ``Site<S>_L<ldepth>R<rdepth>_e<electrode>_s<sort>[_ss<k>].h5``,
 #: either depth may be missing.
@@ -162,15 +162,7 @@ def select_animals(available: list[str], animals: Iterable[str] | str | None) ->
     >>> select_animals(["A", "B"], "B")
     ['B']
     """
-    if animals is None:
-        return list(available)
-    wanted = [animals] if isinstance(animals, str) else list(animals)
-    if not wanted:
-        raise ValueError(f"animals=[] selects nothing: give any of {available}, or None for all")
-    unknown = [a for a in wanted if a not in available]
-    if unknown:
-        raise ValueError(f"unknown animal(s) {unknown}; this root holds {available}")
-    return wanted
+    return list(available) if animals is None else check_choices(animals, "animals", tuple(available))
 
 
 def find_unit_files(root: Path, animal: str) -> pd.DataFrame:
