@@ -431,6 +431,24 @@ def _moment_sums(x: np.ndarray) -> list[np.ndarray]:
 
 
 def _reliability_block(counts: np.ndarray, n_trials: np.ndarray, n_min: np.ndarray, dt: float,
+                       taps: np.ndarray | None, block_bytes: int = 2**21) -> np.ndarray:
+    """:func:`_reliability_stats` over a chunk, a few (stim, neuron) cells at a time.
+
+    The kernel holds about twenty float64 copies of its input, so it runs
+    on pieces of about ``block_bytes`` of counts: its memory stays a small
+    multiple of that whatever the chunk size.
+    """
+    s, n, r, t = counts.shape
+    out = np.empty((s, n, 12 + 3 * r))
+    step = max(1, block_bytes // max(1, r * t * counts.itemsize))
+    for i in range(s):
+        for j in range(0, n, step):
+            out[i:i + 1, j:j + step] = _reliability_stats(counts[i:i + 1, j:j + step], n_trials[i:i + 1, j:j + step],
+                                                          n_min[j:j + step], dt, taps)
+    return out
+
+
+def _reliability_stats(counts: np.ndarray, n_trials: np.ndarray, n_min: np.ndarray, dt: float,
                        taps: np.ndarray | None) -> np.ndarray:
     """One (stim, neuron) block of :func:`reliability`: ``(s, n, 12 + 3 R)`` float64.
 

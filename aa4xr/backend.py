@@ -30,13 +30,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from .binning import count_block, gather, time_grid
 
-__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "Layout"]
+__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "Layout", "direct_reader"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,10 +61,12 @@ class Layout:
     row_trial: np.ndarray
     row_pre: np.ndarray
     row_post: np.ndarray
+    stim_labels: np.ndarray
+    neuron_labels: np.ndarray
 
     @classmethod
-    def from_rows(cls, rows, paths, shape, time, dt, post, durations) -> Layout:
-        """From :class:`aa4xr.dataset.Rows` (any order) and the grid."""
+    def from_rows(cls, rows, paths, shape, time, dt, post, durations, stim_labels, neuron_labels) -> Layout:
+        """From :class:`aa4xr.dataset.Rows` (any order), the grid and the ``stim``/``neuron`` labels."""
         S, N, _ = shape
         pair = rows.stim.astype("i8") * N + rows.neuron
         order = np.lexsort((rows.trial, pair))
@@ -71,7 +74,8 @@ class Layout:
         return cls(tuple(map(str, paths)), tuple(map(int, shape)), np.asarray(time, float), float(dt), float(post),
                    np.asarray(durations, float), ptr, rows.path[order].astype("i4"), rows.start[order].astype("i8"),
                    rows.size[order].astype("i8"), rows.trial[order].astype("i4"),
-                   np.asarray(rows.values["pre_time"], float)[order], np.asarray(rows.values["post_time"], float)[order])
+                   np.asarray(rows.values["pre_time"], float)[order], np.asarray(rows.values["post_time"], float)[order],
+                   np.asarray(stim_labels, str), np.asarray(neuron_labels, str))
 
     def rows_of(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the cells ``stim x neuron x trial`` (sorted unique positions) and each row's flat cell."""
@@ -148,7 +152,7 @@ def _layout_of(rows, paths, stims, units, dt, pre, post) -> Layout:
     durations = stims["duration"].to_numpy("f8")
     time = time_grid(durations, dt, pre, post)
     return Layout.from_rows(rows, [p for _, p in paths], (len(stims), len(units), int(n_trials.max(initial=0))),
-                            time, dt, post, durations)
+                            time, dt, post, durations, stims["md5"].to_numpy(str), units["neuron"].to_numpy(str))
 
 
 def _positions(k, n: int) -> np.ndarray:
@@ -190,6 +194,49 @@ class SpikeCountArray(BackendArray):
             out = out[np.ix_(*(inv.ravel() for _, inv in unique))]
         drop = tuple(i for i, k in enumerate(key) if not isinstance(k, slice) and np.ndim(k) == 0)
         return out.squeeze(axis=drop) if drop else out
+
+
+def direct_reader(counts: xr.DataArray) -> tuple[SpikeCountArray, tuple[np.ndarray, ...]] | None:
+    """The backend array and positions of ``counts`` when it is a plain selection of an ``aa4`` ``spike_count``.
+
+    Plain: chunked by the engine and then only indexed (``sel``, ``isel``,
+    slices), never masked or computed on; the positions ``(stim, neuron,
+    trial, time)`` are found by label. Anything else gives None: read it
+    through dask or numpy as usual.
+
+    Examples
+    --------
+    >>> import aa4xr
+    >>> ds = aa4xr.open_aa4()
+    >>> array, (stim, neuron, trial, time) = direct_reader(ds.spike_count.isel(neuron=[2, 0]))
+    >>> neuron.tolist()
+    [2, 0]
+    """
+    if counts.dims != ("stim", "neuron", "trial", "time"):
+        return None
+    data = counts.variable._data
+    if hasattr(data, "__dask_graph__"):
+        graph = data.__dask_graph__()
+        layers = getattr(graph, "layers", {})
+        if not layers or not all(str(name).startswith(("open_dataset-spike_count", "original-open_dataset-spike_count",
+                                                        "getitem-")) for name in layers):
+            return None
+        found = [v for name, layer in layers.items() if str(name).startswith("original-") for v in layer.values()]
+        data = found[0] if len(found) == 1 else None
+    while data is not None and not isinstance(data, SpikeCountArray):
+        data = getattr(data, "array", None)
+    if data is None:
+        return None
+    layout = data.layout
+    stim = pd.Index(layout.stim_labels).get_indexer(np.asarray(counts["stim"].values, str))
+    neuron = pd.Index(layout.neuron_labels).get_indexer(np.asarray(counts["neuron"].values, str))
+    trial = np.asarray(counts["trial"].values, "i8")
+    time = np.rint((np.asarray(counts["time"].values, float) - layout.time[0]) / layout.dt).astype("i8")
+    ok = ((stim >= 0).all() and (neuron >= 0).all() and ((trial >= 0) & (trial < layout.shape[2])).all()
+          and ((time >= 0) & (time < layout.time.size)).all())
+    if not ok or not np.allclose(layout.time[time], counts["time"].values):
+        return None
+    return data, (stim, neuron, trial, time)
 
 
 def _unpickle(key: tuple, shape: tuple) -> SpikeCountArray:

@@ -26,9 +26,11 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 import dask
-from dask.array import Array as DaskArray
 import numpy as np
 import xarray as xr
+from dask.array import Array as DaskArray
+
+from .backend import direct_reader
 
 try:
     import torch
@@ -132,9 +134,13 @@ class TorchDataset(torch.utils.data.Dataset):
             keep &= _has_stimulus(ds, stimulus, keep)
         self._index = np.flatnonzero(keep)
         self._n_trials, self._n_bins = n_trials[self._index], n_bins[self._index]
-        # plain (dask or numpy) arrays: an item slices them directly, without xarray's or a thread pool's overhead
-        self._counts = ds["spike_count"].transpose("stim", "neuron", "trial", "time").data
+        # an item reads the aa4 backend array directly when spike_count is a plain selection of it, else
+        # slices plain (dask or numpy) arrays: no xarray or thread-pool overhead per item
+        counts = ds["spike_count"].transpose("stim", "neuron", "trial", "time")
+        self._direct = direct_reader(counts)
+        self._counts = None if self._direct else counts.data
         self._stimulus = _fold(ds[stimulus], ("stim", *_STIMULUS_DIMS[stimulus])).data if stimulus else None
+        self._stimulus_done: dict[int, np.ndarray] = {}  # small next to the responses: read once per process
         self._coords = {name: c.values[self._index].tolist() for name, c in ds.coords.items()
                         if c.dims == ("stim",)}
         self.stimulus, self.dtype = stimulus, dtype
@@ -145,28 +151,39 @@ class TorchDataset(torch.utils.data.Dataset):
         return self._index.size
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        stim, n_bins = int(self._index[index]), int(self._n_bins[index])
-        parts = [self._counts[stim, :, :int(self._n_trials[index]), :n_bins]]
-        if self.stimulus == "spectrogram":
-            parts.append(self._stimulus[stim, :, :n_bins])
-        elif self.stimulus:
-            parts.append(self._stimulus[stim])
-        if any(isinstance(p, DaskArray) for p in parts):  # one stimulus: a few small tasks, run here
-            parts = dask.compute(*parts, scheduler="synchronous")
-        counts = np.asarray(parts[0])
-        item = {"response": self._tensor(counts), "mask": torch.from_numpy(~np.isnan(counts)),
+        stim, n_trials, n_bins = int(self._index[index]), int(self._n_trials[index]), int(self._n_bins[index])
+        if self._direct:
+            array, (s, n, r, t) = self._direct
+            counts, fresh = array._getitem((s[stim], n, r[:n_trials], t[:n_bins])), True
+        else:
+            counts = self._counts[stim, :, :n_trials, :n_bins]
+            fresh = isinstance(counts, DaskArray)
+            counts = counts.compute(scheduler="synchronous") if fresh else counts
+        item = {"response": self._tensor(counts, copy=not fresh), "mask": torch.from_numpy(~np.isnan(counts)),
                 "coords": {name: values[index] for name, values in self._coords.items()}}
         if self.stimulus:
-            item["stimulus"] = self._tensor(_stimulus_values(np.asarray(parts[1]), self.stimulus))[None]
+            item["stimulus"] = self._tensor(self._stimulus_of(stim, n_bins))[None]
         return item
+
+    def _stimulus_of(self, stim: int, n_bins: int) -> np.ndarray:
+        """The stimulus input of item ``stim``: every item's computed together on first use, then kept."""
+        if not self._stimulus_done:
+            parts = [self._stimulus[i, :, :n] if self.stimulus == "spectrogram" else self._stimulus[i]
+                     for i, n in zip(self._index.tolist(), self._n_bins.tolist())]
+            if any(isinstance(p, DaskArray) for p in parts):
+                in_worker = torch.utils.data.get_worker_info() is not None  # no thread pool in a forked worker
+                parts = dask.compute(*parts, scheduler="synchronous" if in_worker else None)
+            self._stimulus_done = {i: _stimulus_values(np.asarray(p), self.stimulus)
+                                   for i, p in zip(self._index.tolist(), parts)}
+        return self._stimulus_done[stim]
 
     def __repr__(self) -> str:
         return (f"TorchDataset({len(self)} stimuli, {self.neurons.size} neurons, "
                 f"stimulus={self.stimulus!r}, dtype={self.dtype})")
 
-    def _tensor(self, values: np.ndarray) -> torch.Tensor:
-        """A copy (never a view of the Dataset) in ``self.dtype``; numpy copies fastest."""
-        return torch.from_numpy(np.array(values, copy=True)).to(self.dtype)
+    def _tensor(self, values: np.ndarray, copy: bool = True) -> torch.Tensor:
+        """In ``self.dtype``, never a view of the Dataset: ``copy=False`` only for arrays made for this item."""
+        return torch.from_numpy(np.array(values, copy=True) if copy else values).to(self.dtype)
 
 
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:

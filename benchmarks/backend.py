@@ -16,7 +16,9 @@ stim_psth     one stimulus's population PSTH (the most heard), after the open
 load          ``ds.spike_count.load()``: time and peak memory against the dense size
 load_nodask   the same through ``xr.open_dataset(root, engine="aa4")`` without dask (new code only)
 graph         bytes of the pickled dask graph of ``ds.spike_count.sum()`` (what a scheduler receives)
-reliability   ``aa4xr.reliability(ds)`` at 5 ms: peak memory against the dense size of ``spike_count``
+psth, response_strength, reliability
+              ``aa4xr.<name>(ds).compute()`` at 5 ms: the memory it adds (peak minus before)
+              against the dense size of ``spike_count``
 """
 
 from __future__ import annotations
@@ -99,18 +101,27 @@ def graph(ds) -> dict:
             "chunks": ds.spike_count.data.npartitions}
 
 
-def reliability(root: Path) -> dict:
-    import aa4xr
+def _analysis(name: str, dt: float = 0.005):
+    """``aa4xr.<name>(ds).compute()``: time, and the memory it adds (peak minus before) against the dense size."""
+    def stage(root: Path) -> dict:
+        import psutil
 
-    ds = _open(root, dt=0.005)
-    t0 = time.perf_counter()
-    aa4xr.reliability(ds).compute()
-    return {"open_s": 0.0, "work_s": time.perf_counter() - t0, "result": {"dense_mb": ds.spike_count.nbytes / 2**20}}
+        import aa4xr
+
+        ds = _open(root, dt=dt)
+        before = psutil.Process().memory_info().rss / 2**20
+        t0 = time.perf_counter()
+        getattr(aa4xr, name)(ds).compute()
+        seconds = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"open_s": 0.0, "work_s": seconds,
+                "result": {"dense_mb": ds.spike_count.nbytes / 2**20, "added_mb": peak - before}}
+    return stage
 
 
 STAGES = {"open": _timed(lambda ds: ds.sizes["neuron"]), "neuron_psth": _timed(neuron_psth),
           "all_psth": _timed(all_psth), "stim_psth": _timed(stim_psth), "load": _timed(load), "load_nodask": load_nodask,
-          "graph": _timed(graph), "reliability": reliability}
+          "graph": _timed(graph), **{name: _analysis(name) for name in ("psth", "response_strength", "reliability")}}
 
 
 def measure(stage: str, root: Path) -> None:
@@ -162,7 +173,10 @@ def main() -> None:
         notes = []
         for k, r in res.items():
             result = r["result"]
-            if isinstance(result, dict) and "dense_mb" in result:
+            if isinstance(result, dict) and "added_mb" in result:
+                notes.append(f"{k}: added/dense {result['added_mb'] / result['dense_mb']:.2f} "
+                             f"(dense {result['dense_mb']:.0f} MB)")
+            elif isinstance(result, dict) and "dense_mb" in result:
                 notes.append(f"{k}: peak/dense {r['peak_mb'] / result['dense_mb']:.2f} "
                              f"(dense {result['dense_mb']:.0f} MB)")
             if isinstance(result, dict) and "graph_mb" in result:

@@ -140,3 +140,14 @@ def test_netcdf_round_trip(opened, tmp_path, engine):
     assert back.stim_type.dtype.kind == "U"
     np.testing.assert_array_equal(back.sel(stim_type=["song", "call"]).spike_count.values,
                                   part.sel(stim_type=["song", "call"]).spike_count.values)
+
+
+def test_direct_reader_only_for_plain_selections(opened):
+    ds, expected = opened
+    sub = ds.sel(stim_type="song").isel(neuron=[4, 1], time=slice(3, 30)).spike_count
+    array, (stim, neuron, trial, time) = backend.direct_reader(sub)
+    assert neuron.tolist() == [4, 1] and time.tolist() == list(range(3, 30))
+    np.testing.assert_array_equal(array._getitem((stim, neuron, trial, time)), expected[np.ix_(stim, neuron, trial, time)])
+    assert backend.direct_reader(ds.where(ds.electrode > 16).spike_count) is None
+    assert backend.direct_reader((ds.spike_count * 2).rename("spike_count")) is None
+    assert backend.direct_reader(ds.spike_count.compute()) is None
