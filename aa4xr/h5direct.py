@@ -59,7 +59,6 @@ _HEAP = struct.Struct("<4sB3xQQQ")
 _GCOL = struct.Struct("<4sB3xQ")
 _GOBJ = struct.Struct("<HH4xQ")
 _QQ = struct.Struct("<QQ")
-_Q = struct.Struct("<Q")
 _ATTR1 = struct.Struct("<BxHHH")
 _ATTR3 = struct.Struct("<BBHHHB")
 _DTYPE = struct.Struct("<BBBBI")
@@ -165,9 +164,11 @@ def _dataspace(buf: bytes, pos: int, end: int) -> tuple[int, ...] | None:
     _check(rank <= MAX_RANK and start + 8 * rank * (1 + (flags & 1) + (flags >> 1 & 1)) <= end, "dataspace rank")
     if null:
         return None
-    if rank == 1:
-        return (_Q.unpack_from(buf, start)[0],)
-    return struct.unpack_from(f"<{rank}Q", buf, start)
+    dims = struct.unpack_from(f"<{rank}Q", buf, start)
+    if flags & 1:
+        for dim, most in zip(dims, struct.unpack_from(f"<{rank}Q", buf, start + 8 * rank)):
+            _check(dim <= most, "dataspace dimension above its maximum")
+    return dims
 
 
 def _strings(raw: bytes, t: _Type, n: int) -> tuple[list[str], bool]:
@@ -239,10 +240,12 @@ class _File:
         _check(sig == b"GCOL" and version == 1 and size >= 16, "global heap signature")
         end = self.span(addr, size) + size
         pos, objects = addr + 16, {}
-        while pos + 16 <= end:
+        while pos + 16 <= end:  # every object, as libhdf5 reads the collection
             index, _, osize = _GOBJ.unpack_from(buf, pos)
-            if index == 0:  # free space: the rest of the collection
-                break
+            if index == 0:  # free space, its header included
+                _check(16 <= osize <= end - pos, "global heap free space")
+                pos += osize
+                continue
             _check(pos + 16 + osize <= end and index not in objects, "global heap object bounds")
             objects[index] = (pos + 16, osize)
             pos += 16 + (osize + 7 & ~7)
@@ -281,7 +284,8 @@ class _Header:
                 if mtype == ATTRIBUTE:
                     attributes.append((pos, stop))
                 elif mtype in IGNORED:
-                    pass
+                    if mtype != NIL:
+                        _check_ignored(buf, mtype, pos, msize)
                 elif mtype == DATASPACE and space is None:
                     space = (pos, stop)
                 elif mtype == DATATYPE and dtype is None:
@@ -306,6 +310,26 @@ class _Header:
         self.kind = GROUP if stab is not None else DATASET if dtype and space else OTHER
 
 
+def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
+    """Check a message this reader skips the way libhdf5 decodes it (h5py reads them)."""
+    if mtype == FILL:
+        version = buf[pos] if size else 0
+        _check(1 <= version <= 3 and size >= 4, "fill value message version")
+        if version == 3:
+            flags = buf[pos + 1]
+            _check(flags & ~0x3F == 0, "fill value message flags")
+            if flags & 0x20:
+                _check(size >= 6 and 6 + struct.unpack_from("<I", buf, pos + 2)[0] <= size, "fill value size")
+        elif version == 1 or buf[pos + 3]:
+            _check(size >= 8 and 8 + struct.unpack_from("<I", buf, pos + 4)[0] <= size, "fill value size")
+    elif mtype == FILL_OLD:
+        _check(size >= 4 and 4 + struct.unpack_from("<I", buf, pos)[0] <= size, "old fill value size")
+    elif mtype == MTIME:
+        _check(size >= 8 and buf[pos] == 1, "modification time message version")
+    elif mtype == MTIME_OLD:
+        _check(size >= 16 and buf[pos:pos + 14].isdigit(), "old modification time message")
+
+
 def _name(buf: bytes, start: int, end: int) -> bytes:
     """A NUL-terminated name in ``buf[start:end]``."""
     stop = buf.find(b"\0", start, end)
@@ -317,27 +341,42 @@ def _links(f: _File, header: _Header) -> dict[str, int]:
     """A symbol-table group's members: name -> object header address, in name order."""
     buf = f.buf
     btree, heap = _QQ.unpack_from(buf, header.stab[0])
-    sig, version, size, _, data = _HEAP.unpack_from(buf, f.span(heap, 32))
+    sig, version, size, free, data = _HEAP.unpack_from(buf, f.span(heap, 32))
     _check(sig == b"HEAP" and version == 0, "local heap signature")
+    f.span(data, size)
+    for _ in range(MAX_CHUNKS):  # the free list, checked as libhdf5 checks it
+        if free == 1:  # its end
+            break
+        _check(free + 16 <= size, "local heap free list")
+        offset, (free, length) = free, _QQ.unpack_from(buf, data + free)
+        _check(free != 0 and offset + length <= size, "local heap free list")
+    else:
+        raise Unsupported("local heap free list too long")
     out: dict[str, int] = {}
-    _walk(f, btree, -1, f.span(data, size), data + size, out, [b""], set(), b"", None)
+    siblings: dict[int, tuple[int, int]] = {}
+    _walk(f, btree, -1, data, data + size, out, [b""], siblings, b"", None)
+    _check(all(right == UNDEFINED for _, right in siblings.values()), "B-tree sibling")
     return out
 
 
-def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: list, seen: set,
+def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: list, siblings: dict,
           left: bytes, right: bytes | None) -> None:
     """Collect the symbol-table entries under B-tree node ``addr`` into ``out``.
 
     Checks what libhdf5's lookup by name relies on: every name lies between
     the keys of each node on its path (``key[i] < name <= key[i + 1]``), and
-    names increase along the tree. ``last`` holds the last name collected.
+    names increase along the tree. ``last`` holds the last name collected,
+    ``siblings`` the last node met on each level and its right sibling: the
+    nodes of a level must link to each other in order (no cycle either).
     """
     buf = f.buf
-    _check(addr not in seen, "B-tree cycle")
-    seen.add(addr)
-    sig, ntype, nlevel, used, _, _ = _TREE.unpack_from(buf, f.span(addr, 24))
+    sig, ntype, nlevel, used, left_node, right_node = _TREE.unpack_from(buf, f.span(addr, 24))
     _check(sig == b"TREE" and ntype == 0, "group B-tree signature")
     _check(nlevel == level or level < 0 and nlevel < MAX_DEPTH, "B-tree level")
+    previous = siblings.get(nlevel)
+    _check(left_node == (UNDEFINED if previous is None else previous[0]) and
+           (previous is None or previous[1] == addr), "B-tree sibling")
+    siblings[nlevel] = (addr, right_node)
     _check(used <= 2 * f.node_k and (used > 0 or level < 0), "B-tree entries")
     keys = struct.unpack_from(f"<{2 * used + 1}Q", buf, f.span(addr + 24, 16 * used + 8))
     bounds = [_name(buf, _heap_at(k, lo, hi), hi) for k in keys[::2]]
@@ -346,7 +385,7 @@ def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: li
         if right is not None:
             high = min(high, right)
         if nlevel > 0:
-            _walk(f, child, nlevel - 1, lo, hi, out, last, seen, low, high)
+            _walk(f, child, nlevel - 1, lo, hi, out, last, siblings, low, high)
             continue
         sig, version, nsym = _SNOD.unpack_from(buf, f.span(child, 8))
         _check(sig == b"SNOD" and version == 1 and 0 < nsym <= 2 * f.leaf_k, "symbol table node")
