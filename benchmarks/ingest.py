@@ -8,7 +8,9 @@ workers), in one run, and the table prints times and ratios:
 
 (a) floor: every ``spike_times`` dataset read with h5py's low-level API, one process;
 (b) per-trial loop: high-level h5py access and one histogram per trial at 1 ms;
-(c) aa4xr cold: empty cache, ``open_aa4(dt=0.001)`` and binning every chunk;
+(c) aa4xr cold: empty cache, ``open_aa4(dt=0.001)`` and binning every chunk,
+    unit files read by the direct reader (:mod:`aa4xr.h5direct`);
+(c') the same through h5py (``AA4XR_READER=h5py``), into its own empty cache;
 (d) aa4xr warm: ``open_aa4`` again with the store in place;
 (e) aa4xr warm + binning everything at 1 ms.
 """
@@ -80,7 +82,9 @@ def warm(root: Path) -> int:
     return aa4xr.open_aa4(root, dt=0.001, sort_types=None, spectrogram=False).sizes["neuron"]
 
 
-STAGES = {"floor": floor, "loop": per_trial_loop, "cold": cold, "warm": warm, "warm_bin": cold}
+STAGES = {"floor": floor, "loop": per_trial_loop, "cold": cold, "cold_h5py": cold, "warm": warm, "warm_bin": cold}
+#: The reader each stage's aa4xr uses (``$AA4XR_READER``).
+READER = {"cold_h5py": "h5py"}
 
 
 def measure(func, root: Path) -> None:
@@ -100,7 +104,7 @@ def measure(func, root: Path) -> None:
 
 def run_stage(stage: str, root: Path, cache: Path, script: str = __file__) -> dict:
     """Run ``script --stage stage`` in a fresh process with ``cache`` as the aa4xr cache."""
-    env = {**os.environ, "AA4XR_CACHE_DIR": str(cache)}
+    env = {**os.environ, "AA4XR_CACHE_DIR": str(cache), "AA4XR_READER": READER.get(stage, "direct")}
     out = subprocess.run([sys.executable, script, "--stage", stage, "--root", str(root)],
                          env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -136,20 +140,23 @@ def main() -> None:
     n_files = len(list(root.glob("*/*.h5")))
     print(f"corpus: {root} ({n_files} unit files), {os.cpu_count()} cores")
     res = {s: run_stage(s, root, cache) for s in ("floor", "loop", "cold", "warm", "warm_bin")}
+    res["cold_h5py"] = run_stage("cold_h5py", root, Path(tempfile.mkdtemp(prefix="aa4xr-bench-cache-")))
     base = res["floor"]["seconds"]
     print(f"{'stage':<44}{'seconds':>9}{'x floor':>9}{'peak MB':>9}")
     labels = {"floor": "(a) floor: low-level h5py, spike_times only",
               "loop": "(b) per-trial h5py loop + histogram, 1 ms",
               "cold": "(c) aa4xr cold open + bin all at 1 ms",
+              "cold_h5py": "(c') the same, h5py reader",
               "warm": "(d) aa4xr warm open",
               "warm_bin": "(e) aa4xr warm open + bin all at 1 ms"}
     for stage, label in labels.items():
         r = res[stage]
         print(f"{label:<44}{r['seconds']:>9.2f}{r['seconds'] / base:>9.2f}{r['peak_mb']:>9.0f}")
-    print(f"cold vs per-trial loop: {res['loop']['seconds'] / res['cold']['seconds']:.1f}x faster")
+    print(f"cold vs per-trial loop: {res['loop']['seconds'] / res['cold']['seconds']:.1f}x faster; "
+          f"direct reader vs h5py reader, cold: {res['cold_h5py']['seconds'] / res['cold']['seconds']:.1f}x faster")
     print(f"store size: {store_size(cache) / 2**20:.0f} MB; peak memory of (e) / store: "
           f"{res['warm_bin']['peak_mb'] / (store_size(cache) / 2**20):.1f}x")
-    assert res["floor"]["result"] >= 0 and res["cold"]["result"] >= 0
+    assert res["floor"]["result"] >= 0 and res["cold"]["result"] == res["cold_h5py"]["result"]
 
 
 if __name__ == "__main__":
