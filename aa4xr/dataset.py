@@ -170,8 +170,8 @@ def _sound_sources(root: Path, animal: str, md5: np.ndarray, tables: xr.Dataset)
 
 def _dense_labels(rows: Rows, shape: tuple, key: str) -> np.ndarray:
     """Per-trial strings on the (stim, neuron, trial) grid, ``""`` where there is no trial."""
-    labels = rows.labels[key]
-    out = np.full(shape, "", dtype=f"<U{max(1, max(map(len, labels), default=1))}")
+    labels = np.asarray(rows.labels[key], dtype=str)
+    out = np.full(shape, "", dtype=labels.dtype if labels.size else "<U1")
     out[rows.stim, rows.neuron, rows.trial] = labels
     return out
 
