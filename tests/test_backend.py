@@ -133,6 +133,7 @@ def test_netcdf_round_trip(opened, tmp_path, engine):
     path = tmp_path / "part.nc"
     part.to_netcdf(path)
     if engine == "aa4":
+        assert backend.AA4BackendEntrypoint().guess_can_open(path)
         back = xr.open_dataset(path, engine="aa4")
     else:
         back = aa4xr.index_coords(xr.open_dataset(path))
