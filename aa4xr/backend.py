@@ -126,9 +126,18 @@ class Layout:
         return block if t1 - t0 == time.size else block[..., time - t0]
 
 
-@functools.lru_cache(maxsize=64)
 def spike_times(path: str) -> np.ndarray:
-    """A store's ``spike_time``, memory-mapped when stored contiguous and uncompressed, else read whole."""
+    """A store's ``spike_time``, memory-mapped when stored contiguous and uncompressed, else read whole.
+
+    Kept per process while the file is the same (path, inode and mtime): a
+    rebuilt store is mapped afresh.
+    """
+    stat = os.stat(path)
+    return _spike_times(path, stat.st_ino, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _spike_times(path: str, inode: int, mtime_ns: int) -> np.ndarray:
     with h5py.File(path, "r") as f:
         dset = f["spike_time"]
         offset = dset.id.get_offset()
@@ -305,7 +314,8 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
               pre: float = 0.0, post: float = 0.0, errors: str = "raise", spectrogram: bool = True,
               waveform: bool = False, audio_fs: float = 24000.0, window_ms: float = 10.0, n_mels: int = 32,
               fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 64.0,
-              processes: int | None = None, executor=None, progress: bool | None = None) -> xr.Dataset:
+              processes: int | None = None, executor=None, progress: bool | None = None,
+              rebuild: bool = False) -> xr.Dataset:
     """The backend Dataset of an AA4 root: ``spike_count`` lazily indexed, the rest in memory.
 
     See :func:`aa4xr.open_aa4` for the parameters; xarray's ``chunks=``
@@ -327,7 +337,8 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
     chunk_mb = _validate.check_size_mb(chunk_mb, "chunk_mb")
     processes = _validate.check_count(processes, "processes")
     root = resolve_root(root)
-    paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor, progress=progress)
+    paths = store_paths(root, animals, errors=errors, processes=processes, executor=executor, progress=progress,
+                        rebuild=bool(rebuild))
     stims, units, rows, sources = _collect(root, paths, sort_types, stim_types)
     key = (str(root), tuple((a, str(p)) for a, p in paths.items()), None if sort_types is None else tuple(sort_types),
            None if stim_types is None else tuple(stim_types), float(dt), float(pre), float(post))
@@ -399,7 +410,7 @@ class AA4BackendEntrypoint(BackendEntrypoint):
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "animals", "stim_types", "sort_types", "dt",
                                "pre", "post", "errors", "spectrogram", "waveform", "audio_fs", "window_ms",
                                "n_mels", "fmin", "fmax", "compression", "chunk_mb", "processes", "executor",
-                               "progress")
+                               "progress", "rebuild")
 
     def guess_can_open(self, filename_or_obj) -> bool:
         if not isinstance(filename_or_obj, (str, os.PathLike)):

@@ -240,7 +240,8 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              spectrogram: bool = True, waveform: bool = False, audio_fs: float = 24000.0,
              window_ms: float = 10.0, n_mels: int = 32, fmin: float = 0.0, fmax: float | None = None,
              compression: str = "cubic", chunk_mb: float = 64.0, processes: int | None = None,
-             executor: Executor | None = None, progress: bool | None = None, chunks: dict | None = {}) -> xr.Dataset:
+             executor: Executor | None = None, progress: bool | None = None, rebuild: bool = False,
+             chunks: dict | None = {}) -> xr.Dataset:
     """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.
 
     The first open of a root reads its HDF5 files once into the spike-time
@@ -286,6 +287,8 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
         Ingest: worker processes, or any ``concurrent.futures.Executor``
         (e.g. ``distributed.Client(...).get_executor()``); a progress bar
         over files (default: when stderr is a terminal).
+    rebuild : bool
+        Re-read the unit files into the spike-time store even when one exists.
 
     Returns
     -------
@@ -304,7 +307,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     kwargs = dict(animals=animals, stim_types=stim_types, sort_types=sort_types, dt=dt, pre=pre, post=post,
                   errors=errors, spectrogram=spectrogram, waveform=waveform, audio_fs=audio_fs,
                   window_ms=window_ms, n_mels=n_mels, fmin=fmin, fmax=fmax, compression=compression,
-                  chunk_mb=chunk_mb, processes=processes, executor=executor, progress=progress)
+                  chunk_mb=chunk_mb, processes=processes, executor=executor, progress=progress, rebuild=rebuild)
     chunks = dict(chunks) if isinstance(chunks, dict) else chunks
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
