@@ -70,6 +70,7 @@ CACHE_SIZE = 4096
 _TYPES: dict[bytes, "_Type"] = {}
 _SPACES: dict[bytes, tuple | None] = {}
 _SHAPE_KEYS: dict[tuple, str] = {}
+_CHECKED: dict[bytes, bool] = {}  # skipped messages already found well formed
 _FIRST = itemgetter(0)
 _ATTRS: dict[bytes, tuple] = {}
 IEEE = {4: (31, 23, 8, 0, 23, 127), 8: (63, 52, 11, 0, 52, 1023)}
@@ -272,9 +273,11 @@ class _Header:
         attributes: list[tuple[int, int]] = []
         pos, end, count, chunks, seen = addr + 16, addr + 16 + size, 0, [], {addr}
         while True:
-            _check(end <= eof, "object header beyond the end of the file")
+            if end > eof:
+                raise Unsupported("object header beyond the end of the file")
             while pos < end:
-                _check(pos + 8 <= end, "object header message bounds")
+                if pos + 8 > end:
+                    raise Unsupported("object header message bounds")
                 mtype, msize, flags = _MSG.unpack_from(buf, pos)
                 pos += 8
                 stop = pos + msize
@@ -285,7 +288,10 @@ class _Header:
                     attributes.append((pos, stop))
                 elif mtype in IGNORED:
                     if mtype != NIL:
-                        _check_ignored(buf, mtype, pos, msize)
+                        message = buf[pos - 8:stop]
+                        if message not in _CHECKED:
+                            _check_ignored(buf, mtype, pos, msize)
+                            _remember(_CHECKED, message, True)
                 elif mtype == DATASPACE and space is None:
                     space = (pos, stop)
                 elif mtype == DATATYPE and dtype is None:
@@ -307,7 +313,12 @@ class _Header:
             pos, end = chunks.pop()
         _check(count == nmesgs, "object header message count")
         self.stab, self.dtype, self.space, self.layout, self.attributes = stab, dtype, space, layout, attributes
-        self.kind = GROUP if stab is not None else DATASET if dtype and space else OTHER
+        if stab is not None:
+            self.kind = GROUP
+        elif dtype is not None:  # a dataset, or a named datatype without dataspace
+            self.kind = DATASET if space is not None else OTHER
+        else:
+            raise Unsupported("object of unknown type (libhdf5 cannot tell either)")
 
 
 def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
@@ -390,16 +401,22 @@ def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: li
         sig, version, nsym = _SNOD.unpack_from(buf, f.span(child, 8))
         _check(sig == b"SNOD" and version == 1 and 0 < nsym <= 2 * f.leaf_k, "symbol table node")
         f.span(child, 8 + 40 * nsym)
-        for j in range(nsym):
-            noff, obj, cache, _, _ = _ENTRY.unpack_from(buf, child + 8 + 40 * j)
-            name = _name(buf, _heap_at(noff, lo, hi), hi)
-            _check(cache in (0, 1), "soft link or unknown symbol table entry")
-            _check(low < name <= high and last[0] < name, "B-tree names out of order")
-            last[0] = name
+        find, previous_name = buf.find, last[0]
+        for entry in range(child + 8, child + 8 + 40 * nsym, 40):
+            noff, obj, cache, _, _ = _ENTRY.unpack_from(buf, entry)
+            start = lo + noff
+            stop = find(b"\0", start, hi) if start < hi else -1
+            if stop < 0:
+                raise Unsupported("local heap offset of a name")
+            name = buf[start:stop]
+            if cache > 1 or not (low < name <= high and previous_name < name) or b"/" in name or name == b".":
+                raise Unsupported("soft link, unknown symbol table entry, bad name or B-tree names out of order")
+            previous_name = name
             try:
                 out[name.decode()] = obj
             except UnicodeDecodeError:
                 raise Unsupported("member name is not UTF-8") from None
+        last[0] = previous_name
 
 
 def _heap_at(offset: int, lo: int, hi: int) -> int:

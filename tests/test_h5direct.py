@@ -401,7 +401,8 @@ def test_corrupted_files_never_misread(fuzz_files, tmp_path):
     direct's answer is the intact file's (the damage hit nothing it needs)."""
     rng = np.random.default_rng(13)
     outcomes = {"same": 0, "unsupported": 0, "intact": 0}
-    with concurrent.futures.ProcessPoolExecutor(1) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(1)
+    try:
         for source in fuzz_files:
             intact = read(open_direct, source)
             original = np.frombuffer(source.read_bytes(), np.uint8)
@@ -426,16 +427,20 @@ def test_corrupted_files_never_misread(fuzz_files, tmp_path):
                     pool.shutdown()
                     pool = concurrent.futures.ProcessPoolExecutor(1)
                     reference = "h5py crashed"
-                if isinstance(reference, str):  # h5py could not read it
-                    assert_same(got[0], intact[0])
-                    outcomes["intact"] += 1
-                else:
-                    assert_same(got[0], reference[0])
-                    outcomes["same"] += 1
+                outcome = "intact" if isinstance(reference, str) else "same"  # a str: h5py could not read it
+                try:
+                    assert_same(got[0], intact[0] if outcome == "intact" else reference[0])
+                except AssertionError as exc:
+                    raise AssertionError(f"{source.name}, {kind} {where}: direct read differs from "
+                                         f"{'the intact file (h5py: ' + reference + ')' if outcome == 'intact' else 'h5py'}"
+                                         f": {exc}") from exc
+                outcomes[outcome] += 1
                 try:
                     read_unit(path)
                 except UnitFileError as exc:
                     assert path.name in str(exc)
+    finally:
+        pool.shutdown()
     assert outcomes["unsupported"] > 0 and outcomes["same"] > 0, outcomes
 
 
