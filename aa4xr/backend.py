@@ -122,7 +122,7 @@ class Layout:
         pair_stim = stim[cell // (neuron.size * trial.size)]
         block = count_block(spikes, np.cumsum(sizes) - sizes, sizes, cell,
                             self.durations[pair_stim], self.row_pre[rows], self.row_post[rows], shape,
-                            self.time[t0:t1], self.dt, self.durations[stim], self.post, out)
+                            self.time[t0:t1], self.dt, self.post, out)
         return block if t1 - t0 == time.size else block[..., time - t0]
 
 

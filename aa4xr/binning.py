@@ -50,6 +50,26 @@ def span_mask(time: np.ndarray, dt: float, durations: np.ndarray, pre_time: np.n
     return (time[None, :] + dt > lo[:, None]) & (time[None, :] <= hi[:, None])
 
 
+def row_bins(time: np.ndarray, dt: float, durations: np.ndarray, pre_time: np.ndarray, post_time: np.ndarray,
+             post: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the bins ``first <= k < stop`` inside both its window and its span.
+
+    The same bins as ``span_mask(...) & window_mask(...)`` (both are runs of
+    an increasing grid), found by binary search instead of a (row, time) pass.
+
+    Examples
+    --------
+    >>> row_bins(np.array([-0.2, -0.1, 0.0, 0.1]), 0.1, np.array([0.15]), np.array([0.1]), np.array([1.0]), 0.0)
+    (array([1]), array([4]))
+    """
+    durations = np.asarray(durations, float)
+    lo = np.where(np.isnan(pre_time), -np.inf, -np.asarray(pre_time, float))
+    hi = np.where(np.isnan(post_time), np.inf, durations + post_time)
+    first = np.searchsorted(time + dt, lo, side="right")
+    stop = np.minimum(np.searchsorted(time, hi, side="right"), np.searchsorted(time, durations + post, side="left"))
+    return first, np.maximum(stop, first)
+
+
 def bin_index(spike_time: np.ndarray, time: np.ndarray, dt: float) -> np.ndarray:
     """Index of the bin holding each spike, -1 outside the grid.
 
@@ -98,8 +118,8 @@ def gather(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndar
 
 def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, cell: np.ndarray,
                 row_duration: np.ndarray, pre_time: np.ndarray, post_time: np.ndarray,
-                shape: tuple[int, int, int], time: np.ndarray, dt: float,
-                stim_duration: np.ndarray, post: float, out: np.ndarray | None = None) -> np.ndarray:
+                shape: tuple[int, int, int], time: np.ndarray, dt: float, post: float,
+                out: np.ndarray | None = None) -> np.ndarray:
     """One ``(stim, neuron, trial, time)`` block of ``spike_count``, NaN-masked.
 
     Parameters
@@ -116,8 +136,6 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, c
         Block shape without time.
     time, dt : ndarray, float
         The grid (this block's time bins) and bin width.
-    stim_duration : ndarray
-        Duration of the block's ``S`` stimuli.
     post : float
         Seconds kept after each stimulus's end.
     out : ndarray, optional
@@ -127,7 +145,7 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, c
     -------
     ndarray
         float32 ``(S, N, R, T)``: counts where a trial exists and the bin lies
-        in the window and the trial's span; NaN elsewhere.
+        in its stimulus's window and its span (see :func:`row_bins`); NaN elsewhere.
     """
     n_cells = int(np.prod(shape))
     if out is None:
@@ -137,8 +155,8 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, c
     flat = out.reshape(n_cells, time.size)  # a view: out must be C-contiguous
     flat.fill(np.nan)
     counts = bin_rows(gather(spike_time, starts, sizes), sizes, time, dt)
-    counts[~span_mask(time, dt, row_duration, pre_time, post_time)] = np.nan
+    first, stop = row_bins(time, dt, row_duration, pre_time, post_time, post)
+    k = np.arange(time.size)
+    counts[(k < first[:, None]) | (k >= stop[:, None])] = np.nan
     flat[cell] = counts
-    inside = window_mask(time, stim_duration, post)
-    out[~np.broadcast_to(inside[:, None, None, :], out.shape)] = np.nan
     return out

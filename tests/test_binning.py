@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aa4xr.binning import bin_index, bin_rows, count_block, span_mask, time_grid, window_mask
+from aa4xr.binning import bin_index, bin_rows, count_block, row_bins, span_mask, time_grid, window_mask
 
 
 @pytest.mark.parametrize("dt,pre", [(0.001, 0.0), (0.005, 0.3), (0.0037, 0.011)])
@@ -43,9 +43,22 @@ def test_count_block_places_rows_and_masks():
     spikes = np.array([0.05, 0.15, 0.15, 0.35, 9.0])
     block = count_block(spikes, starts=np.array([0, 3]), sizes=np.array([3, 2]), cell=np.array([0, 3]),
                         row_duration=np.array([0.4, 0.25]), pre_time=np.array([1.0, 1.0]),
-                        post_time=np.array([1.0, 1.0]), shape=(2, 1, 2), time=time, dt=0.1,
-                        stim_duration=np.array([0.4, 0.25]), post=0.0)
+                        post_time=np.array([1.0, 1.0]), shape=(2, 1, 2), time=time, dt=0.1, post=0.0)
     expected = np.full((2, 1, 2, 4), np.nan, np.float32)
     expected[0, 0, 0] = [1, 2, 0, 0]
     expected[1, 0, 1, :3] = [0, 0, 0]  # bin 0.3 lies past the 0.25 s stimulus
     np.testing.assert_array_equal(block, expected)
+
+
+def test_row_bins_equal_the_span_and_window_masks():
+    rng = np.random.default_rng(0)
+    for dt, pre in ((0.001, 0.0), (0.005, 0.25), (0.01, 1.0)):
+        time = time_grid(np.array([2.0]), dt, pre, 0.3)
+        n = 500
+        duration = rng.uniform(0.05, 2.0, n)
+        pre_time = np.where(rng.random(n) < 0.2, np.nan, rng.choice([0.0, 0.1, pre, 2.0], n) + rng.normal(0, dt, n))
+        post_time = np.where(rng.random(n) < 0.2, np.nan, rng.choice([0.0, 0.1, 0.3, 2.0], n))
+        expected = span_mask(time, dt, duration, pre_time, post_time) & window_mask(time, duration, 0.3)
+        first, stop = row_bins(time, dt, duration, pre_time, post_time, 0.3)
+        k = np.arange(time.size)
+        np.testing.assert_array_equal((k >= first[:, None]) & (k < stop[:, None]), expected)
