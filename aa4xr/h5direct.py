@@ -39,13 +39,12 @@ UNDEFINED = 0xFFFFFFFFFFFFFFFF
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Bounds on loops driven by the file: B-tree depth, continuation blocks, rank.
 MAX_DEPTH, MAX_CHUNKS, MAX_RANK = 32, 256, 32
-#: Object header message types.
-NIL, DATASPACE, LINKINFO, DATATYPE, FILL_OLD, FILL, LINK, EXTERNAL, LAYOUT = 0, 1, 2, 3, 4, 5, 6, 7, 8
-BOGUS, GROUPINFO, FILTERS, ATTRIBUTE, COMMENT, MTIME_OLD, SHMESG = 9, 10, 11, 12, 13, 14, 15
-CONTINUATION, STAB, MTIME, BTREE_K, DRVINFO, ATTRINFO, REFCOUNT = 16, 17, 18, 19, 20, 21, 22
-#: Messages that change nothing this reader returns.
+#: The object header message types this reader meets; any other is Unsupported
+#: (link info and links, group info, filters, external files, shared messages, ...).
+NIL, DATASPACE, DATATYPE, FILL_OLD, FILL, LAYOUT, ATTRIBUTE = 0, 1, 3, 4, 5, 8, 12
+COMMENT, MTIME_OLD, CONTINUATION, STAB, MTIME, REFCOUNT = 13, 14, 16, 17, 18, 22
+#: Messages that change nothing this reader returns (checked as libhdf5 would).
 IGNORED = frozenset({NIL, FILL_OLD, FILL, COMMENT, MTIME_OLD, MTIME, REFCOUNT})
-KNOWN = IGNORED | {DATASPACE, DATATYPE, LAYOUT, ATTRIBUTE, CONTINUATION, STAB}
 STRPAD = {0: "NULLTERM", 1: "NULLPAD", 2: "SPACEPAD"}
 
 _SUPER = struct.Struct("<8sBBBBBBBBHHI")
@@ -60,7 +59,6 @@ _GCOL = struct.Struct("<4sB3xQ")
 _GOBJ = struct.Struct("<HH4xQ")
 _QQ = struct.Struct("<QQ")
 _ATTR1 = struct.Struct("<BxHHH")
-_ATTR3 = struct.Struct("<BBHHHB")
 _DTYPE = struct.Struct("<BBBBI")
 _VLEN = struct.Struct("<IQI")
 #: What a parse of a malformed structure could raise despite the checks (a bug): reported as Unsupported.
@@ -72,6 +70,7 @@ _SPACES: dict[bytes, tuple | None] = {}
 _SHAPE_KEYS: dict[tuple, str] = {}
 _CHECKED: dict[bytes, bool] = {}  # skipped messages already found well formed
 _FIRST = itemgetter(0)
+_KEYS: dict[int, struct.Struct] = {}  # keys and children of a B-tree node, by entries used
 _ATTRS: dict[bytes, tuple] = {}
 IEEE = {4: (31, 23, 8, 0, 23, 127), 8: (63, 52, 11, 0, 52, 1023)}
 
@@ -97,7 +96,8 @@ class _Type:
         self.name = dtype.name if kind == "number" else ""
         self.scalar = None
         if kind == "number" and size == 8:
-            unpack, make = struct.Struct(dtype.byteorder.replace("=", "<") + dtype.char).unpack_from, dtype.type
+            unpack = struct.Struct(dtype.str[0] + {"i": "q", "u": "Q", "f": "d"}[dtype.kind]).unpack_from
+            make = dtype.type
             self.scalar = lambda buf, pos: make(unpack(buf, pos)[0])
 
 
@@ -224,7 +224,7 @@ class _File:
     def vlen(self, ref: bytes, offset: int) -> bytes:
         """A variable-length string's bytes from its global-heap reference."""
         length, coll, index = _VLEN.unpack_from(ref, offset)
-        if length == 0 and coll in (0, UNDEFINED):
+        if length == 0:  # libhdf5 does not look into the heap
             return b""
         objects = self.heaps.get(coll)
         if objects is None:
@@ -341,13 +341,6 @@ def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
         _check(size >= 16 and buf[pos:pos + 14].isdigit(), "old modification time message")
 
 
-def _name(buf: bytes, start: int, end: int) -> bytes:
-    """A NUL-terminated name in ``buf[start:end]``."""
-    stop = buf.find(b"\0", start, end)
-    _check(stop >= 0, "name without NUL")
-    return buf[start:stop]
-
-
 def _links(f: _File, header: _Header) -> dict[str, int]:
     """A symbol-table group's members: name -> object header address, in name order."""
     buf = f.buf
@@ -382,15 +375,27 @@ def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: li
     """
     buf = f.buf
     sig, ntype, nlevel, used, left_node, right_node = _TREE.unpack_from(buf, f.span(addr, 24))
-    _check(sig == b"TREE" and ntype == 0, "group B-tree signature")
-    _check(nlevel == level or level < 0 and nlevel < MAX_DEPTH, "B-tree level")
+    if sig != b"TREE" or ntype != 0 or not (nlevel == level or level < 0 and nlevel < MAX_DEPTH):
+        raise Unsupported("group B-tree signature or level")
     previous = siblings.get(nlevel)
-    _check(left_node == (UNDEFINED if previous is None else previous[0]) and
-           (previous is None or previous[1] == addr), "B-tree sibling")
+    if previous is None:
+        _check(left_node == UNDEFINED, "B-tree sibling")
+    else:
+        _check(left_node == previous[0] and previous[1] == addr, "B-tree sibling")
     siblings[nlevel] = (addr, right_node)
     _check(used <= 2 * f.node_k and (used > 0 or level < 0), "B-tree entries")
-    keys = struct.unpack_from(f"<{2 * used + 1}Q", buf, f.span(addr + 24, 16 * used + 8))
-    bounds = [_name(buf, _heap_at(k, lo, hi), hi) for k in keys[::2]]
+    layout = _KEYS.get(used)
+    if layout is None:
+        layout = struct.Struct(f"<{2 * used + 1}Q")
+        _remember(_KEYS, used, layout)
+    keys = layout.unpack_from(buf, f.span(addr + 24, 16 * used + 8))
+    bounds = []
+    for key in keys[::2]:
+        start = lo + key
+        stop = buf.find(b"\0", start, hi) if start < hi else -1
+        if stop < 0:
+            raise Unsupported("local heap offset of a B-tree key")
+        bounds.append(buf[start:stop])
     for i in range(used):
         child, low, high = keys[2 * i + 1], max(bounds[i], left), bounds[i + 1]
         if right is not None:
@@ -417,11 +422,6 @@ def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: li
             except UnicodeDecodeError:
                 raise Unsupported("member name is not UTF-8") from None
         last[0] = previous_name
-
-
-def _heap_at(offset: int, lo: int, hi: int) -> int:
-    _check(lo + offset < hi, "local heap offset")
-    return lo + offset
 
 
 class DirectGroup:
@@ -455,6 +455,7 @@ class DirectGroup:
         return h
 
     def members(self) -> dict[str, str]:
+        """Link names -> "group", "dataset" or "other", in name order."""
         if self._kinds is None:
             header = self._file.header
             try:
@@ -464,6 +465,7 @@ class DirectGroup:
         return dict(self._kinds)
 
     def group(self, name: str) -> DirectGroup:
+        """The member group ``name`` (KeyError when absent, TypeError when not a group)."""
         return DirectGroup(self._file, self._child(name, GROUP), f"{self.path.rstrip('/')}/{name}")
 
     def children(self, names: Iterable[str]) -> list[tuple[dict[str, str], dict[str, Any], dict[str, np.ndarray]]]:
@@ -513,6 +515,7 @@ class DirectGroup:
         return out
 
     def attrs(self) -> dict[str, Any]:
+        """Every attribute, in name order, as :meth:`aa4xr.hdf5.H5pyGroup.attrs` returns it."""
         f, numbers, strings = self._file, [], []
         try:
             pairs = [_attribute(f, start, end, numbers, strings) for start, end in self._header.attributes]
@@ -528,6 +531,7 @@ class DirectGroup:
         return out
 
     def dataset(self, name: str) -> np.ndarray:
+        """The member dataset ``name``: a new array of its stored shape and type."""
         h = self._child(name, DATASET)
         try:
             data, type_name = _dataset(self._file, h)

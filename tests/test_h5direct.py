@@ -200,6 +200,10 @@ def _build_variety(f: h5py.File) -> None:
     g.attrs["be_f8"] = np.array(1.5, ">f8")
     g.attrs["be_i4"] = np.array([1, -2, 3], ">i4")
     g.attrs["u1"] = np.uint8(200)
+    g.attrs["big_i8"] = np.int64(-(2**62) - 3)
+    g.attrs["big_be_i8"] = np.array(2**62 + 5, ">i8")
+    g.attrs["max_u8"] = np.uint64(2**64 - 1)
+    g.attrs["nan_payload"] = np.frombuffer(b"\x01\x00\x00\x00\x00\x00\xf8\x7f", "<f8")[0]
     g.attrs["f4"] = np.float32(0.1)
     g.attrs["grid"] = np.arange(6.0).reshape(2, 3)
     g.attrs["empty_f"] = h5py.Empty("f8")
