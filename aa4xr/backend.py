@@ -313,7 +313,7 @@ def _text(values) -> np.ndarray:
 def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "multi"), dt: float = 0.005,
               pre: float = 0.0, post: float = 0.0, errors: str = "raise", spectrogram: bool = True,
               waveform: bool = False, audio_fs: float = 24000.0, window_ms: float = 10.0, n_mels: int = 32,
-              fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 64.0,
+              fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 32.0,
               processes: int | None = None, executor=None, progress: bool | None = None,
               rebuild: bool = False) -> xr.Dataset:
     """The backend Dataset of an AA4 root: ``spike_count`` lazily indexed, the rest in memory.

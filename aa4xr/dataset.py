@@ -239,7 +239,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              dt: float = 0.005, pre: float = 0.0, post: float = 0.0, errors: str = "raise",
              spectrogram: bool = True, waveform: bool = False, audio_fs: float = 24000.0,
              window_ms: float = 10.0, n_mels: int = 32, fmin: float = 0.0, fmax: float | None = None,
-             compression: str = "cubic", chunk_mb: float = 64.0, processes: int | None = None,
+             compression: str = "cubic", chunk_mb: float = 32.0, processes: int | None = None,
              executor: Executor | None = None, progress: bool | None = None, rebuild: bool = False,
              chunks: dict | None = {}) -> xr.Dataset:
     """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.

@@ -159,7 +159,9 @@ class TorchDataset(torch.utils.data.Dataset):
             counts = self._counts[stim, :, :n_trials, :n_bins]
             fresh = isinstance(counts, DaskArray)
             counts = counts.compute(scheduler="synchronous") if fresh else counts
-        item = {"response": self._tensor(counts, copy=not fresh), "mask": torch.from_numpy(~np.isnan(counts)),
+        response = self._tensor(counts, copy=not fresh)  # contiguous: its NaN test is faster than the view's
+        mask = ~np.isnan(response.numpy()) if _in_numpy(response) else ~np.isnan(counts)
+        item = {"response": response, "mask": torch.from_numpy(mask),
                 "coords": {name: values[index] for name, values in self._coords.items()}}
         if self.stimulus:
             item["stimulus"] = self._tensor(self._stimulus_of(stim, n_bins))[None]
