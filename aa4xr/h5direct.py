@@ -224,7 +224,7 @@ class _File:
     def vlen(self, ref: bytes, offset: int) -> bytes:
         """A variable-length string's bytes from its global-heap reference."""
         length, coll, index = _VLEN.unpack_from(ref, offset)
-        if length == 0:  # libhdf5 does not look into the heap
+        if coll == 0:  # a null string, whatever its length says
             return b""
         objects = self.heaps.get(coll)
         if objects is None:
