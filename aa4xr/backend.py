@@ -120,7 +120,7 @@ class Layout:
                    sizes[self.row_path[rows] == p]) for p in np.unique(self.row_path[rows])])
         t0, t1 = int(time[0]), int(time[-1]) + 1
         pair_stim = stim[cell // (neuron.size * trial.size)]
-        block = count_block(spikes, np.cumsum(sizes) - sizes, sizes, cell,
+        block = count_block(spikes, None, sizes, cell,
                             self.durations[pair_stim], self.row_pre[rows], self.row_post[rows], shape,
                             self.time[t0:t1], self.dt, self.post, out)
         return block if t1 - t0 == time.size else block[..., time - t0]

@@ -116,7 +116,7 @@ def gather(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndar
     return values[np.repeat(np.asarray(starts, np.int64) - offsets, sizes) + np.arange(sizes.sum())]
 
 
-def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, cell: np.ndarray,
+def count_block(spike_time: np.ndarray, starts: np.ndarray | None, sizes: np.ndarray, cell: np.ndarray,
                 row_duration: np.ndarray, pre_time: np.ndarray, post_time: np.ndarray,
                 shape: tuple[int, int, int], time: np.ndarray, dt: float, post: float,
                 out: np.ndarray | None = None) -> np.ndarray:
@@ -127,7 +127,7 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, c
     spike_time : ndarray
         Spike times holding every row of the block.
     starts, sizes : ndarray
-        Each row's offset into ``spike_time`` and spike count.
+        Each row's offset into ``spike_time`` (None: the rows lie back to back, in order) and spike count.
     cell : ndarray
         Each row's flat position ``(s * N + n) * R + r`` in the block.
     row_duration, pre_time, post_time : ndarray
@@ -154,7 +154,7 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray, sizes: np.ndarray, c
         raise ValueError(f"out must be C-contiguous with shape {(*shape, time.size)}, got {out.shape}")
     flat = out.reshape(n_cells, time.size)  # a view: out must be C-contiguous
     flat.fill(np.nan)
-    counts = bin_rows(gather(spike_time, starts, sizes), sizes, time, dt)
+    counts = bin_rows(spike_time if starts is None else gather(spike_time, starts, sizes), sizes, time, dt)
     first, stop = row_bins(time, dt, row_duration, pre_time, post_time, post)
     k = np.arange(time.size)
     counts[(k < first[:, None]) | (k >= stop[:, None])] = np.nan
