@@ -30,11 +30,18 @@ from pathlib import Path
 import numpy as np
 
 
+def unit_files(root: Path) -> list[Path]:
+    """The unit files aa4xr reads (not ``Old_Units*.h5`` and other ``.h5`` files)."""
+    from aa4xr.layout import UNIT_NAME
+
+    return [path for path in sorted(root.glob("*/*.h5")) if UNIT_NAME.match(path.stem)]
+
+
 def floor(root: Path) -> int:
     import h5py
 
     n = 0
-    for path in sorted(root.glob("*/*.h5")):
+    for path in unit_files(root):
         fid = h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDONLY)
         top = h5py.h5g.open(fid, b"/")
         for protocol in top:
@@ -57,7 +64,7 @@ def per_trial_loop(root: Path) -> int:
 
     edges = np.arange(0, 5.001, 0.001) - 1.0
     n = 0
-    for path in sorted(root.glob("*/*.h5")):
+    for path in unit_files(root):
         with h5py.File(path, "r") as f:
             for protocol in f:
                 if protocol in ("class_info", "extra_info"):
@@ -137,7 +144,7 @@ def main() -> None:
         return
     root = corpus_root(args.root, args.size)
     cache = Path(tempfile.mkdtemp(prefix="aa4xr-bench-cache-"))
-    n_files = len(list(root.glob("*/*.h5")))
+    n_files = len(unit_files(root))
     print(f"corpus: {root} ({n_files} unit files), {os.cpu_count()} cores")
     res = {s: run_stage(s, root, cache) for s in ("floor", "loop", "cold", "warm", "warm_bin")}
     res["cold_h5py"] = run_stage("cold_h5py", root, Path(tempfile.mkdtemp(prefix="aa4xr-bench-cache-")))
