@@ -392,8 +392,11 @@ def _h5py_reference(path: Path, timeout: float = 60.0) -> tuple | str:
     sender.close()
     try:
         result = receiver.recv() if receiver.poll(timeout) else f"h5py still reading after {timeout} s"
-    except EOFError:
-        result = "h5py crashed"
+    except EOFError:  # the process ended without a word: killed by a signal, or a failure of its own
+        process.join()
+        if process.exitcode is None or process.exitcode >= 0:
+            raise RuntimeError(f"the h5py reference process failed (exit code {process.exitcode})") from None
+        result = f"h5py crashed (signal {-process.exitcode})"
     process.kill()
     process.join()
     return result
