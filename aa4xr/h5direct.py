@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .hdf5 import DATASET, GROUP, OTHER, Features, Unsupported, shape_kind
+from .hdf5 import DATASET, GROUP, OTHER, Corrupt, Features, Unsupported, shape_kind
 
 UNDEFINED = 0xFFFFFFFFFFFFFFFF
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -212,7 +212,7 @@ class _File:
     def span(self, addr: int, size: int) -> int:
         """``addr`` after checking ``[addr, addr + size)`` lies in the file."""
         if addr + size > self.eof or addr == UNDEFINED:
-            raise Unsupported(f"address {addr:#x}+{size} beyond the end of the file")
+            raise Corrupt(f"address {addr:#x}+{size} beyond the end of the file")
         return addr
 
     def header(self, addr: int) -> _Header:
@@ -266,7 +266,7 @@ class _Header:
     def __init__(self, f: _File, addr: int):
         buf, eof = f.buf, f.eof
         if addr + 16 > eof:
-            raise Unsupported(f"object header {addr:#x} beyond the end of the file")
+            raise Corrupt(f"object header {addr:#x} beyond the end of the file")
         version, _, nmesgs, _, size = _PREFIX.unpack_from(buf, addr)
         _check(version == 1, "object header not version 1")
         stab = dtype = space = layout = None
@@ -274,10 +274,10 @@ class _Header:
         pos, end, count, chunks, seen = addr + 16, addr + 16 + size, 0, [], {addr}
         while True:
             if end > eof:
-                raise Unsupported("object header beyond the end of the file")
+                raise Corrupt("object header beyond the end of the file")
             while pos < end:
                 if pos + 8 > end:
-                    raise Unsupported("object header message bounds")
+                    raise Corrupt("object header message bounds")
                 mtype, msize, flags = _MSG.unpack_from(buf, pos)
                 pos += 8
                 stop = pos + msize
@@ -394,7 +394,7 @@ def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: li
         start = lo + key
         stop = buf.find(b"\0", start, hi) if start < hi else -1
         if stop < 0:
-            raise Unsupported("local heap offset of a B-tree key")
+            raise Corrupt("local heap offset of a B-tree key")
         bounds.append(buf[start:stop])
     for i in range(used):
         child, low, high = keys[2 * i + 1], max(bounds[i], left), bounds[i + 1]
@@ -412,7 +412,7 @@ def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: li
             start = lo + noff
             stop = find(b"\0", start, hi) if start < hi else -1
             if stop < 0:
-                raise Unsupported("local heap offset of a name")
+                raise Corrupt("local heap offset of a name")
             name = buf[start:stop]
             if cache > 1 or not (low < name <= high and previous_name < name) or b"/" in name or name == b".":
                 raise Unsupported("soft link, unknown symbol table entry, bad name or B-tree names out of order")
@@ -439,7 +439,7 @@ class DirectGroup:
             try:
                 self._links = _links(self._file, self._header)
             except MALFORMED as exc:
-                raise Unsupported(f"malformed group {self.path} ({exc})") from exc
+                raise Corrupt(f"malformed group {self.path} ({exc})") from exc
         return self._links
 
     def _child(self, name: str, kind: str) -> _Header:
@@ -449,7 +449,7 @@ class DirectGroup:
         try:
             h = self._file.header(addr)
         except MALFORMED as exc:
-            raise Unsupported(f"malformed object header {self.path}/{name} ({exc})") from exc
+            raise Corrupt(f"malformed object header {self.path}/{name} ({exc})") from exc
         if h.kind != kind:
             raise TypeError(f"{self.path}/{name} is not a {kind}")
         return h
@@ -461,7 +461,7 @@ class DirectGroup:
             try:
                 self._kinds = {name: header(addr).kind for name, addr in self._members().items()}
             except MALFORMED as exc:
-                raise Unsupported(f"malformed member of {self.path} ({exc})") from exc
+                raise Corrupt(f"malformed member of {self.path} ({exc})") from exc
         return dict(self._kinds)
 
     def group(self, name: str) -> DirectGroup:
@@ -503,7 +503,7 @@ class DirectGroup:
                         shapes.append(_shape_label(type_name, data.shape))
                 pairs = [_attribute(f, start, end, numbers, strings) for start, end in h.attributes]
             except MALFORMED as exc:
-                raise Unsupported(f"malformed group {self.path}/{name} ({exc})") from exc
+                raise Corrupt(f"malformed group {self.path}/{name} ({exc})") from exc
             pairs.sort(key=_FIRST)
             attrs = dict(pairs)
             _check(len(attrs) == len(pairs), "repeated attribute name")
@@ -520,7 +520,7 @@ class DirectGroup:
         try:
             pairs = [_attribute(f, start, end, numbers, strings) for start, end in self._header.attributes]
         except MALFORMED as exc:
-            raise Unsupported(f"malformed attribute of {self.path} ({exc})") from exc
+            raise Corrupt(f"malformed attribute of {self.path} ({exc})") from exc
         pairs.sort(key=_FIRST)
         out = dict(pairs)
         _check(len(out) == len(pairs), "repeated attribute name")
@@ -536,7 +536,7 @@ class DirectGroup:
         try:
             data, type_name = _dataset(self._file, h)
         except MALFORMED as exc:
-            raise Unsupported(f"malformed dataset {self.path}/{name} ({exc})") from exc
+            raise Corrupt(f"malformed dataset {self.path}/{name} ({exc})") from exc
         self.features.shapes[_shape_label(type_name, data.shape)] += 1
         return data
 
@@ -690,6 +690,6 @@ def open_direct(path: str | os.PathLike) -> Iterator[DirectGroup]:
         f = _File(buf, Features("direct"))
         root = f.header(f.root)
     except MALFORMED as exc:
-        raise Unsupported(f"malformed structure ({exc})") from exc
+        raise Corrupt(f"malformed structure ({exc})") from exc
     _check(root.kind == GROUP, "root is not a group")
     yield DirectGroup(f, root, "/")

@@ -34,6 +34,13 @@ class Unsupported(Exception):
     """A structure the direct reader does not parse: the file goes to h5py instead."""
 
 
+class Corrupt(Unsupported):
+    """An offset, size or structure of the file that cannot be right: the file is not read at all.
+
+    Not handed to libhdf5, which can loop forever on some corrupt files.
+    """
+
+
 @dataclass
 class Features:
     """What reading one file met.

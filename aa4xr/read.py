@@ -23,7 +23,7 @@ import pandas as pd
 
 from ._validate import warn_user
 from .h5direct import open_direct
-from .hdf5 import DATASET, GROUP, Features, Group, Unsupported, open_h5py, reader_choice
+from .hdf5 import DATASET, GROUP, Corrupt, Features, Group, Unsupported, open_h5py, reader_choice
 from .layout import SORT_TYPES, decode_attr, parse_unit_name
 
 #: Top-level groups that summarise protocols; they hold no stimuli.
@@ -355,6 +355,8 @@ def read_unit(path: str | Path, reader: str | None = None) -> Unit:
             try:
                 with open_direct(path) as root:
                     return _read_tree(root, path)
+            except Corrupt as exc:
+                raise UnitFileError(f"{path}: not a readable HDF5 unit file: corrupt ({exc})") from exc
             except Unsupported as exc:
                 fallback = str(exc) or type(exc).__name__
         with open_h5py(path) as root:

@@ -250,3 +250,16 @@ def test_broken_link_and_faulty_file_are_skipped_with_errors_warn(corpus, tmp_pa
     assert f"{units[0]}: no such file" in said and f"{units[1]}: {where}: holds no trial groups" in said
     kept = set(store.load_tables(path)["unit_stem"].values)
     assert kept == {u.stem for u in units[2:]}
+
+
+def test_corrupt_file_is_an_error_not_handed_to_libhdf5(corpus, tmp_path, monkeypatch):
+    """A direct-reader bounds failure names the file; libhdf5 (which can hang on such files) is not tried."""
+    from aa4xr import read
+
+    row = corpus.units.iloc[0]
+    path = tmp_path / row["file"]
+    data = (corpus.root / row["animal"] / row["file"]).read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    monkeypatch.setattr(read, "open_h5py", lambda p: pytest.fail("a corrupt file went to libhdf5"))
+    with pytest.raises(UnitFileError, match=rf"{path}: not a readable HDF5 unit file: corrupt"):
+        read_unit(path, reader="direct")
