@@ -205,7 +205,8 @@ class _File:
         pos = 24 + 4 * version
         base, _, eof, driver = _ADDR4.unpack_from(buf, pos)
         _check(base == 0 and driver == UNDEFINED, "superblock base address or driver block")
-        _check(eof <= len(buf), f"file truncated: {len(buf)} bytes, superblock says {eof}")
+        if eof > len(buf):
+            raise Corrupt(f"file truncated: {len(buf)} bytes, superblock says {eof}")
         self.eof = eof
         _, self.root, _, _, _ = _ENTRY.unpack_from(buf, pos + 32)
 
