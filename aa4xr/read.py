@@ -167,9 +167,9 @@ def _integer_members(group: Group, path: Path, what: str) -> list[tuple[int, str
     return sorted((int(name), name) for name in members)
 
 
-def _trial_array(group: Group, name: str, path: Path) -> np.ndarray | None:
+def _trial_array(group: Group, members: dict[str, str], name: str, path: Path) -> np.ndarray | None:
     """A trial dataset as a 1-D array; None when absent. Checks the shapes the writers used."""
-    if group.members().get(name) != DATASET:
+    if members.get(name) != DATASET:
         return None
     data = group.dataset(name)
     if data.ndim > 2 or data.ndim == 2 and min(data.shape) > 1:
@@ -181,10 +181,11 @@ def _trial_array(group: Group, name: str, path: Path) -> np.ndarray | None:
 
 def _read_trial(trial: Group, path: Path) -> tuple[np.ndarray, float, float, dict]:
     """One trial: spike times, first and last spike id, attributes."""
-    times = _trial_array(trial, "spike_times", path)
+    members = trial.members()
+    times = _trial_array(trial, members, "spike_times", path)
     if times is None:
         raise _fail(path, trial.path, "no spike_times dataset")
-    ids = _trial_array(trial, "spike_ids", path)
+    ids = _trial_array(trial, members, "spike_ids", path)
     silent_ids = ids is not None and ids.size == 1 and ids[0] == SILENT
     silent_times = times.size == 1 and times[0] == SILENT
     if silent_ids != silent_times and ids is not None:
@@ -262,15 +263,14 @@ def _read_tree(root: Group, path: Path) -> Unit:
             kind, fitting = trial_rule(names, first)
             kinds.append((stim.path, kind, fitting))
             groups.append({"protocol": protocol, "number": number, **gattrs})
-            trials.append(pd.DataFrame([{"trial_name": n, "count": r[0].size, "first_id": r[1], "last_id": r[2],
-                                         **r[3]} for n, r in zip(names, read)]).assign(group=len(groups) - 1))
+            trials.append([{"group": len(groups) - 1, "trial_name": n, "count": r[0].size, "first_id": r[1],
+                            "last_id": r[2], **r[3]} for n, r in zip(names, read)])
             spikes.append([r[0] for r in read])
     rules, file_rule, disagreements = _decide_rules(kinds, root.features)
     ordered, flat = [], []
-    for g, (table, times, rule) in enumerate(zip(trials, spikes, rules)):
-        presentation = string_order(len(table)) if rule == "string" else np.arange(len(table))
-        order = np.argsort(presentation)
-        ordered.append(table.iloc[order].assign(presentation=np.arange(len(table))))
+    for g, (rows, times, rule) in enumerate(zip(trials, spikes, rules)):
+        order = np.argsort(string_order(len(rows))) if rule == "string" else range(len(rows))
+        ordered += [{**rows[i], "presentation": p} for p, i in enumerate(order)]
         flat += [times[i] for i in order]
         groups[g]["trial_rule"] = rule
     trials_df = _trial_table(ordered)
@@ -308,9 +308,9 @@ def _decide_rules(kinds: list[tuple[str, str, set]], features: Features) -> tupl
     return rules, file_rule, disagreements
 
 
-def _trial_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
+def _trial_table(rows: list[dict]) -> pd.DataFrame:
     columns = ["group", "trial_name", "presentation", "count", "first_id", "last_id", *TRIAL_ATTRS]
-    trials = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    trials = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
     for key in TRIAL_ATTRS:
         trials[key] = pd.to_numeric(trials[key], errors="coerce") if key in trials else np.nan
     extra = [c for c in trials.columns if c not in columns]

@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 SAMPLING_RATE = 24414.0625
 WAV_RATE = int(SAMPLING_RATE)
 #: Version of the generator's output: bump it when the written bytes change.
-SAMPLE_VERSION = 3
+SAMPLE_VERSION = 4
 #: Animals of the real corpus: (units, stimuli).
 ANIMALS = {"BlaBro09xxF": (151, 130), "GreBlu9508M": (355, 130), "LblBlu2028M": (53, 137),
            "WhiBlu5396M": (198, 73), "WhiWhi4522M": (304, 131), "YelBlu6903F": (282, 129)}
