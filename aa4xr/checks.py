@@ -21,6 +21,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ._cache import cache_dir
@@ -152,6 +153,66 @@ def check(root=None, *, processes: int | None = None, progress: bool | None = No
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["detail"] = table["detail"].fillna("")
     return table
+
+
+def compare_readers(path: str) -> str:
+    """How the direct reader's :func:`~aa4xr.read.read_unit` of one file compares with h5py's.
+
+    Returns ``"identical"``, ``"fallback: <reason>"`` (the direct reader handed
+    the file to h5py), ``"unreadable: <reason>"`` (both refuse it) or
+    ``"differs: <what>"``.
+
+    Examples
+    --------
+    >>> from aa4xr.synthetic import sample_corpus
+    >>> compare_readers(sorted(sample_corpus().glob("*/Site*.h5"))[0])
+    'identical'
+    """
+    from .read import UnitFileError, read_unit
+
+    got = {}
+    for reader in ("direct", "h5py"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got[reader] = read_unit(path, reader=reader)
+        except UnitFileError as exc:
+            got[reader] = str(exc)
+    direct, h5py = got["direct"], got["h5py"]
+    if isinstance(direct, str) or isinstance(h5py, str):
+        if isinstance(direct, str) and isinstance(h5py, str):
+            return f"unreadable: {h5py}"
+        return f"differs: only the {'h5py' if isinstance(direct, str) else 'direct'} reader reads it"
+    if direct.features.reader == "h5py":
+        return f"fallback: {direct.features.fallback}"
+    checks = {
+        "spike times": lambda: np.array_equal(direct.spike_times, h5py.spike_times),
+        "trials": lambda: direct.trials.equals(h5py.trials),
+        "stimulus groups": lambda: direct.groups.equals(h5py.groups),
+        "root attributes": lambda: direct.attrs.keys() == h5py.attrs.keys() and all(
+            a == b or a != a and b != b for a, b in zip(direct.attrs.values(), h5py.attrs.values())),
+        "trial order": lambda: (direct.trial_rule, direct.disagreements) == (h5py.trial_rule, h5py.disagreements),
+    }
+    bad = [what for what, same in checks.items() if not same()]
+    return f"differs: {', '.join(bad)}" if bad else "identical"
+
+
+def verify_readers(root=None, *, processes: int | None = None) -> pd.DataFrame:
+    """Compare the direct reader with h5py on every unit file of a root (``aa4xr check --verify``).
+
+    One row per file: ``animal``, ``path``, ``outcome`` (see :func:`compare_readers`),
+    ``problem`` (``outcome`` starts with "differs").
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .layout import find_animals, find_unit_files
+
+    root = resolve_root(root)
+    files = pd.concat([find_unit_files(root, a) for a in find_animals(root)], ignore_index=True)
+    with ProcessPoolExecutor(processes) as pool:
+        outcomes = list(pool.map(compare_readers, files["path"], chunksize=4))
+    table = files[["animal", "path"]].assign(outcome=outcomes)
+    return table.assign(problem=table["outcome"].str.startswith("differs"))
 
 
 def format_check(table: pd.DataFrame) -> str:

@@ -59,7 +59,18 @@ def _check(args: argparse.Namespace) -> int:
     print(format_check(table))
     if args.table:
         table.to_csv(args.table, index=False)
-    return 1 if table["problem"].any() else 0
+    problem = bool(table["problem"].any())
+    if args.verify:
+        from .checks import verify_readers
+
+        verified = verify_readers(args.root)
+        print("direct reader vs h5py, file by file:")
+        for outcome, n in verified["outcome"].str.split(":").str[0].value_counts().items():
+            print(f"  {'!' if outcome == 'differs' else ' '} {outcome}: {n}")
+        for row in verified[verified["outcome"] != "identical"].itertuples():
+            print(f"      {row.path}: {row.outcome}")
+        problem |= bool(verified["problem"].any())
+    return 1 if problem else 0
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -129,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
                            "exits 1 when something would be read wrong or not at all")
     _root(check)
     check.add_argument("--table", default=None, metavar="CSV", help="also write the findings as a CSV table")
+    check.add_argument("--verify", action="store_true", help="also read every unit file with both HDF5 "
+                       "readers (direct and h5py) and compare the results file by file")
     check.set_defaults(func=_check)
 
     sample = sub.add_parser("sample", help="write the built-in sample corpus and print its path")

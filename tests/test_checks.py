@@ -105,3 +105,23 @@ def test_check_cli_on_the_animal_corpus(animal_corpus):
 
     assert_check_matches_truth(pd.read_csv(animal_corpus.root.parent / "findings.csv", keep_default_na=False),
                                animal_corpus)
+
+
+def test_verify_compares_the_readers_file_by_file(corpus, tmp_path):
+    animal = corpus.units["animal"].iloc[0]
+    root = tmp_path / "root"
+    shutil.copytree(corpus.root / animal, root / animal)
+    latest = sorted((root / animal).glob("Site*.h5"))[0]
+    old = latest.with_suffix(".orig")
+    latest.rename(old)
+    with h5py.File(old, "r") as src, h5py.File(latest, "w", libver="latest") as dst:  # v2 headers: fallback
+        dst.attrs.update(src.attrs)
+        for name in src:
+            src.copy(name, dst)
+    old.unlink()
+    run = subprocess.run([sys.executable, "-m", "aa4xr", "check", str(root), "--verify"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    n_units = (corpus.units["animal"] == animal).sum()
+    assert f"identical: {n_units - 1}" in run.stdout and "fallback: 1" in run.stdout
+    assert f"{latest}: fallback:" in run.stdout
