@@ -335,9 +335,11 @@ def _read_all(paths: list[str], processes: int | None, executor: Executor | None
         return ticked(pool.map(_read_or_error, paths, chunksize=max(1, len(paths) // (8 * workers))))
 
 
-def store_path(root: Path, animal: str) -> Path:
-    """Where the store of an animal's current unit files lives (it may not exist yet)."""
-    return cache_dir() / "stores" / f"{animal}-{fingerprint(find_unit_files(root, animal))}.nc"
+def store_path(root: Path, animal: str, files: pd.DataFrame | None = None) -> Path:
+    """Where the store of an animal's current unit files (``files``, found when None) lives;
+    it may not exist yet."""
+    files = find_unit_files(root, animal) if files is None else files
+    return cache_dir() / "stores" / f"{animal}-{fingerprint(files)}.nc"
 
 
 def _usable(path: Path, animal: str, rebuild: bool) -> bool:
@@ -367,7 +369,7 @@ def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: 
     ticks once per file, then once for assembling and once for writing.
     """
     files = find_unit_files(root, animal)
-    path = cache_dir() / "stores" / f"{animal}-{fingerprint(files)}.nc"
+    path = store_path(root, animal, files)
     if _usable(path, animal, rebuild):
         return path
     bar = bar if bar is not None else progress_bar(len(files) + 2, f"reading {animal}", enabled=False)
