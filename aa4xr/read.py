@@ -293,8 +293,9 @@ def _decide_rules(kinds: list[tuple[str, str, set]], features: Features) -> tupl
     elif any(kind == "open" for _, kind, _ in kinds):
         default = "string" if features.writer() == "MATLAB" else "numeric"
         file_rule = f"{default} (assumed)"
-    else:
-        default, file_rule = "numeric", "fewer than 10 trials"
+    else:  # no group can tell the rules apart: fewer than 10 trials, or ids that fit neither
+        default = "numeric"
+        file_rule = "fewer than 10 trials" if all(kind == "same" for _, kind, _ in kinds) else "numeric"
     rules, disagreements = [], []
     for where, kind, fitting in kinds:
         if kind == "decided":
