@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .hdf5 import DATASET, GROUP, OTHER, Corrupt, Features, Unsupported, shape_kind
+from .hdf5 import DATASET, GROUP, OTHER, Child, Corrupt, Features, Unsupported, shape_kind
 
 UNDEFINED = 0xFFFFFFFFFFFFFFFF
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -68,10 +68,12 @@ CACHE_SIZE = 4096
 _TYPES: dict[bytes, "_Type"] = {}
 _SPACES: dict[bytes, tuple | None] = {}
 _SHAPE_KEYS: dict[tuple, str] = {}
-_CHECKED: dict[bytes, bool] = {}  # skipped messages already found well formed
+_BLOCKS: dict[tuple[bytes, int], list["_Block"]] = {}  # object header blocks by their first message and size
 _FIRST = itemgetter(0)
 _KEYS: dict[int, struct.Struct] = {}  # keys and children of a B-tree node, by entries used
 _ATTRS: dict[bytes, tuple] = {}
+_HEAPS: dict[bytes, "_Names"] = {}  # local heaps by their bytes
+_TEXT: dict[bytes, str] = {}  # member names, decoded
 IEEE = {4: (31, 23, 8, 0, 23, 127), 8: (63, 52, 11, 0, 52, 1023)}
 
 
@@ -276,39 +278,29 @@ class _Header:
         while True:
             if end > eof:
                 raise Corrupt("object header beyond the end of the file")
-            while pos < end:
-                if pos + 8 > end:
-                    raise Corrupt("object header message bounds")
-                mtype, msize, flags = _MSG.unpack_from(buf, pos)
-                pos += 8
-                stop = pos + msize
-                if stop > end or msize & 7 or flags & ~1:
-                    raise Unsupported(f"object header message bounds or flags {flags:#x} (shared message?)")
+            for mtype, start, stop in _block(buf, pos, end).messages:
+                start += pos
+                stop += pos
                 count += 1
                 if mtype == ATTRIBUTE:
-                    attributes.append((pos, stop))
+                    attributes.append((start, stop))
                 elif mtype in IGNORED:
-                    if mtype != NIL:
-                        message = buf[pos - 8:stop]
-                        if message not in _CHECKED:
-                            _check_ignored(buf, mtype, pos, msize)
-                            _remember(_CHECKED, message, True)
+                    continue
                 elif mtype == DATASPACE and space is None:
-                    space = (pos, stop)
+                    space = (start, stop)
                 elif mtype == DATATYPE and dtype is None:
-                    dtype = (pos, stop)
+                    dtype = (start, stop)
                 elif mtype == LAYOUT and layout is None:
-                    layout = (pos, stop)
-                elif mtype == STAB and stab is None and msize >= 16:
-                    stab = (pos, stop)
-                elif mtype == CONTINUATION and msize >= 16:
-                    caddr, clen = _QQ.unpack_from(buf, pos)
+                    layout = (start, stop)
+                elif mtype == STAB and stab is None:
+                    stab = (start, stop)
+                elif mtype == CONTINUATION:
+                    caddr, clen = _QQ.unpack_from(buf, start)
                     _check(caddr not in seen and len(seen) < MAX_CHUNKS, "continuation cycle")
                     seen.add(caddr)
                     chunks.append((caddr, caddr + clen))
                 else:
-                    raise Unsupported(f"object header message type {mtype:#x} (or repeated)")
-                pos = stop
+                    raise Unsupported(f"object header message type {mtype:#x} repeated")
             if not chunks:
                 break
             pos, end = chunks.pop()
@@ -320,6 +312,75 @@ class _Header:
             self.kind = DATASET if space is not None else OTHER
         else:
             raise Unsupported("object of unknown type (libhdf5 cannot tell either)")
+
+
+class _Block:
+    """The messages of one object header block, found by a full parse and reused for
+    every block whose structural bytes are the same (the headers of a file's trials
+    differ only in addresses, shapes and values).
+
+    ``messages`` holds ``(type, start, stop)`` of each message's data and
+    ``checks`` the ``(start, stop, bytes)`` a block must share with this one:
+    every message prefix, and the whole of messages whose content is checked
+    once (datatypes, fill values, times). Offsets are relative to the block.
+    """
+
+    __slots__ = ("messages", "checks")
+
+    def __init__(self, messages: tuple, checks: tuple):
+        self.messages, self.checks = messages, checks
+
+
+#: Message types whose whole bytes a reused block must share (checked once when parsed).
+_STRUCTURAL = IGNORED - {NIL} | {DATATYPE}
+#: Message types this reader handles.
+_KNOWN = IGNORED | {DATASPACE, DATATYPE, LAYOUT, ATTRIBUTE, STAB, CONTINUATION}
+
+
+def _block(buf: bytes, pos: int, end: int) -> _Block:
+    """The messages of the header block ``buf[pos:end]``: a known block's, when its
+    structural bytes match, else a full parse."""
+    key = (buf[pos:pos + 8], end - pos)
+    known = _BLOCKS.get(key)
+    if known is not None:
+        for block in known:
+            for start, stop, data in block.checks:
+                if buf[pos + start:pos + stop] != data:
+                    break
+            else:
+                return block
+    block = _parse_block(buf, pos, end)
+    if known is None or len(known) >= 4:
+        _remember(_BLOCKS, key, [block])
+    else:
+        known.append(block)
+    return block
+
+
+def _parse_block(buf: bytes, pos: int, end: int) -> _Block:
+    messages, ranges, p = [], [], pos
+    while p < end:
+        if p + 8 > end:
+            raise Corrupt("object header message bounds")
+        mtype, msize, flags = _MSG.unpack_from(buf, p)
+        start, stop = p + 8, p + 8 + msize
+        if stop > end or msize & 7 or flags & ~1:
+            raise Unsupported(f"object header message bounds or flags {flags:#x} (shared message?)")
+        if mtype not in _KNOWN or mtype in (STAB, CONTINUATION) and msize < 16:
+            raise Unsupported(f"object header message type {mtype:#x}")
+        if mtype in _STRUCTURAL:
+            if mtype != DATATYPE:
+                _check_ignored(buf, mtype, start, msize)
+            checked = stop
+        else:
+            checked = start
+        if ranges and ranges[-1][1] == p - pos:
+            ranges[-1][1] = checked - pos
+        else:
+            ranges.append([p - pos, checked - pos])
+        messages.append((mtype, start - pos, stop - pos))
+        p = stop
+    return _Block(tuple(messages), tuple((a, b, buf[pos + a:pos + b]) for a, b in ranges))
 
 
 def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
@@ -344,11 +405,38 @@ def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
 
 def _links(f: _File, header: _Header) -> dict[str, int]:
     """A symbol-table group's members: name -> object header address, in name order."""
+    btree, heap = _QQ.unpack_from(f.buf, header.stab[0])
+    names = _local_heap(f, heap)
+    out: dict[str, int] = {}
+    siblings: dict[int, tuple[int, int]] = {}
+    _walk(f, btree, -1, names, out, [b""], siblings, b"", None)
+    _check(all(right == UNDEFINED for _, right in siblings.values()), "B-tree sibling")
+    return out
+
+
+class _Names(dict):
+    """The names of one local heap's data segment, by offset (found on first use)."""
+
+    __slots__ = ("data",)
+
+    def __missing__(self, offset: int) -> bytes:
+        stop = self.data.find(b"\0", offset) if 0 <= offset < len(self.data) else -1
+        if stop < 0:
+            raise Corrupt("local heap offset of a name")
+        name = self[offset] = self.data[offset:stop]
+        return name
+
+
+def _local_heap(f: _File, addr: int) -> _Names:
+    """A local heap's names, checked as libhdf5 checks the heap (cached by its bytes:
+    the trial groups of a file hold identical heaps at different addresses)."""
     buf = f.buf
-    btree, heap = _QQ.unpack_from(buf, header.stab[0])
-    sig, version, size, free, data = _HEAP.unpack_from(buf, f.span(heap, 32))
+    sig, version, size, free, data = _HEAP.unpack_from(buf, f.span(addr, 32))
     _check(sig == b"HEAP" and version == 0, "local heap signature")
-    f.span(data, size)
+    key = buf[addr + 8:addr + 24] + buf[f.span(data, size):data + size]
+    names = _HEAPS.get(key)
+    if names is not None:
+        return names
     for _ in range(MAX_CHUNKS):  # the free list, checked as libhdf5 checks it
         if free == 1:  # its end
             break
@@ -357,14 +445,13 @@ def _links(f: _File, header: _Header) -> dict[str, int]:
         _check(free != 0 and offset + length <= size, "local heap free list")
     else:
         raise Unsupported("local heap free list too long")
-    out: dict[str, int] = {}
-    siblings: dict[int, tuple[int, int]] = {}
-    _walk(f, btree, -1, data, data + size, out, [b""], siblings, b"", None)
-    _check(all(right == UNDEFINED for _, right in siblings.values()), "B-tree sibling")
-    return out
+    names = _Names()
+    names.data = key[16:]
+    _remember(_HEAPS, key, names)
+    return names
 
 
-def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: list, siblings: dict,
+def _walk(f: _File, addr: int, level: int, names: _Names, out: dict, last: list, siblings: dict,
           left: bytes, right: bytes | None) -> None:
     """Collect the symbol-table entries under B-tree node ``addr`` into ``out``.
 
@@ -390,38 +477,32 @@ def _walk(f: _File, addr: int, level: int, lo: int, hi: int, out: dict, last: li
         layout = struct.Struct(f"<{2 * used + 1}Q")
         _remember(_KEYS, used, layout)
     keys = layout.unpack_from(buf, f.span(addr + 24, 16 * used + 8))
-    bounds = []
-    for key in keys[::2]:
-        start = lo + key
-        stop = buf.find(b"\0", start, hi) if start < hi else -1
-        if stop < 0:
-            raise Corrupt("local heap offset of a B-tree key")
-        bounds.append(buf[start:stop])
+    bounds = [names[key] for key in keys[::2]]
     for i in range(used):
         child, low, high = keys[2 * i + 1], max(bounds[i], left), bounds[i + 1]
         if right is not None:
             high = min(high, right)
         if nlevel > 0:
-            _walk(f, child, nlevel - 1, lo, hi, out, last, siblings, low, high)
+            _walk(f, child, nlevel - 1, names, out, last, siblings, low, high)
             continue
         sig, version, nsym = _SNOD.unpack_from(buf, f.span(child, 8))
         _check(sig == b"SNOD" and version == 1 and 0 < nsym <= 2 * f.leaf_k, "symbol table node")
         f.span(child, 8 + 40 * nsym)
-        find, previous_name = buf.find, last[0]
+        previous_name = last[0]
         for entry in range(child + 8, child + 8 + 40 * nsym, 40):
             noff, obj, cache, _, _ = _ENTRY.unpack_from(buf, entry)
-            start = lo + noff
-            stop = find(b"\0", start, hi) if start < hi else -1
-            if stop < 0:
-                raise Corrupt("local heap offset of a name")
-            name = buf[start:stop]
+            name = names[noff]
             if cache > 1 or not (low < name <= high and previous_name < name) or b"/" in name or name == b".":
                 raise Unsupported("soft link, unknown symbol table entry, bad name or B-tree names out of order")
             previous_name = name
-            try:
-                out[name.decode()] = obj
-            except UnicodeDecodeError:
-                raise Unsupported("member name is not UTF-8") from None
+            text = _TEXT.get(name)
+            if text is None:
+                try:
+                    text = name.decode()
+                except UnicodeDecodeError:
+                    raise Unsupported("member name is not UTF-8") from None
+                _remember(_TEXT, name, text)
+            out[text] = obj
         last[0] = previous_name
 
 
@@ -469,24 +550,25 @@ class DirectGroup:
         """The member group ``name`` (KeyError when absent, TypeError when not a group)."""
         return DirectGroup(self._file, self._child(name, GROUP), f"{self.path.rstrip('/')}/{name}")
 
-    def children(self, names: Iterable[str]) -> list[tuple[dict[str, str], dict[str, Any], dict[str, np.ndarray]]]:
-        """Members, attributes and every dataset of several member groups, in one call.
+    def children(self, names: Iterable[str], datasets: Iterable[str]) -> list[Child]:
+        """Members, attributes and some datasets of several member groups, in one call.
 
-        Returns what ``[(g.members(), g.attrs(), {d: g.dataset(d) for d, kind in
-        g.members().items() if kind == "dataset"}) for g in map(self.group, names)]``
-        returns, and counts the same in :attr:`features`, at a fraction of the
-        calls: meant for the thousands of small trial groups of a unit file.
+        Returns what ``[(g.members(), g.attrs(), {d: g.dataset(d) for d in
+        datasets if g.members().get(d) == "dataset"}) for g in map(self.group,
+        names)]`` returns, and counts the same in :attr:`features`, at a
+        fraction of the calls: meant for the thousands of small trial groups
+        of a unit file.
 
         Examples
         --------
         >>> from aa4xr.synthetic import sample_corpus
         >>> with open_direct(sorted(sample_corpus().glob("*/Site*.h5"))[0]) as root:
         ...     stim = root.group("Call1").group(next(iter(root.group("Call1").members())))
-        ...     kinds, attrs, arrays = stim.children(["1"])[0]
-        >>> sorted(arrays), "pre_time" in attrs
-        (['spike_ids', 'spike_times'], True)
+        ...     kinds, attrs, arrays = stim.children(["1"], ["spike_times"])[0]
+        >>> sorted(kinds), list(arrays), "pre_time" in attrs
+        (['spike_ids', 'spike_times'], ['spike_times'], True)
         """
-        f, header = self._file, self._file.header
+        f, header, wanted = self._file, self._file.header, frozenset(datasets)
         numbers: list[str] = []
         strings: list[str] = []
         shapes: list[str] = []
@@ -498,7 +580,7 @@ class DirectGroup:
                 for member, maddr in _links(f, h).items():
                     mh = header(maddr)
                     kinds[member] = mh.kind
-                    if mh.kind == DATASET:
+                    if mh.kind == DATASET and member in wanted:
                         data, type_name = _dataset(f, mh)
                         arrays[member] = data
                         shapes.append(_shape_label(type_name, data.shape))

@@ -20,7 +20,7 @@ import os
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import h5py
 import numpy as np
@@ -28,6 +28,8 @@ import numpy as np
 READERS = ("direct", "h5py")
 #: What :meth:`Group.members` reports for each link.
 GROUP, DATASET, OTHER = "group", "dataset", "other"
+#: What :meth:`Group.children` returns per group: members, attributes, datasets by name.
+Child = tuple[dict[str, str], dict[str, Any], dict[str, np.ndarray]]
 
 
 class Unsupported(Exception):
@@ -122,6 +124,10 @@ class Group(Protocol):
     def dataset(self, name: str) -> np.ndarray:
         """The member dataset ``name`` with its stored shape and type."""
 
+    def children(self, names: Iterable[str], datasets: Iterable[str]) -> list[Child]:
+        """For each member group in ``names``: its members, its attributes and
+        those of its ``datasets`` it holds, as the three methods above return them."""
+
 
 STRPAD = {h5py.h5t.STR_NULLTERM: "NULLTERM", h5py.h5t.STR_NULLPAD: "NULLPAD", h5py.h5t.STR_SPACEPAD: "SPACEPAD"}
 
@@ -179,6 +185,15 @@ class H5pyGroup:
             did.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
         self.features.shapes[f"{buf.dtype.name} {shape_kind(buf.shape)}"] += 1
         return buf
+
+    def children(self, names: Iterable[str], datasets: Iterable[str]) -> list[Child]:
+        out, wanted = [], frozenset(datasets)
+        for name in names:
+            group = self.group(name)
+            members = group.members()
+            out.append((members, group.attrs(),
+                        {d: group.dataset(d) for d, kind in members.items() if kind == DATASET and d in wanted}))
+        return out
 
 
 def reader_choice(reader: str | None = None) -> str:

@@ -43,6 +43,8 @@ KNOWN_ATTRS = {
                         "tdt_wavfile", "zscore", "tstat", "pvalue"}),
     "trial": frozenset(TRIAL_ATTRS),
 }
+#: The datasets of a trial group.
+TRIAL_DATASETS = ("spike_times", "spike_ids")
 #: The -999 a trial without spikes stores in ``spike_times`` and ``spike_ids``.
 SILENT = -999
 #: Trial naming rules: group k is presentation k, or MATLAB's string-order renaming.
@@ -167,43 +169,44 @@ def _integer_members(group: Group, path: Path, what: str) -> list[tuple[int, str
     return sorted((int(name), name) for name in members)
 
 
-def _trial_array(group: Group, members: dict[str, str], name: str, path: Path) -> np.ndarray | None:
+def _trial_array(arrays: dict[str, np.ndarray], name: str, where: str, path: Path) -> np.ndarray | None:
     """A trial dataset as a 1-D array; None when absent. Checks the shapes the writers used."""
-    if members.get(name) != DATASET:
+    data = arrays.get(name)
+    if data is None:
         return None
-    data = group.dataset(name)
     if data.ndim > 2 or data.ndim == 2 and min(data.shape) > 1:
-        raise _fail(path, f"{group.path}/{name}", f"shape {data.shape}; expected (n,), (n, 1), (1, n) or a scalar")
+        raise _fail(path, f"{where}/{name}", f"shape {data.shape}; expected (n,), (n, 1), (1, n) or a scalar")
     if data.dtype.kind not in "iuf":
-        raise _fail(path, f"{group.path}/{name}", f"type {data.dtype}; expected numbers")
+        raise _fail(path, f"{where}/{name}", f"type {data.dtype}; expected numbers")
     return data.reshape(-1)
 
 
-def _read_trial(trial: Group, path: Path) -> tuple[np.ndarray, float, float, dict]:
-    """One trial: spike times, first and last spike id, attributes."""
-    members = trial.members()
-    times = _trial_array(trial, members, "spike_times", path)
+def _read_trial(where: str, attrs: dict, arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, float, float, dict]:
+    """One trial (group path ``where``, its attributes and datasets): spike times,
+    first and last spike id, attributes."""
+    times = _trial_array(arrays, "spike_times", where, path)
     if times is None:
-        raise _fail(path, trial.path, "no spike_times dataset")
-    ids = _trial_array(trial, members, "spike_ids", path)
+        raise _fail(path, where, "no spike_times dataset")
+    ids = _trial_array(arrays, "spike_ids", where, path)
     silent_ids = ids is not None and ids.size == 1 and ids[0] == SILENT
     silent_times = times.size == 1 and times[0] == SILENT
     if silent_ids != silent_times and ids is not None:
-        raise _fail(path, trial.path, "spike_ids and spike_times disagree on the -999 marker of a trial "
+        raise _fail(path, where, "spike_ids and spike_times disagree on the -999 marker of a trial "
                     "without spikes")
     if silent_times or times.size == 0:
         times, first, last = np.empty(0), np.nan, np.nan
     else:
         if times.dtype.kind != "f":
-            raise _fail(path, f"{trial.path}/spike_times", f"integer values {times[:3].tolist()}...; "
+            raise _fail(path, f"{where}/spike_times", f"integer values {times[:3].tolist()}...; "
                         "expected float seconds (only a trial without spikes stores the integer -999)")
         if not np.isfinite(times).all():
-            raise _fail(path, f"{trial.path}/spike_times", "holds NaN or infinite values; expected finite seconds")
+            raise _fail(path, f"{where}/spike_times", "holds NaN or infinite values; expected finite seconds")
         if ids is not None and ids.size != times.size:
-            raise _fail(path, trial.path, f"{times.size} spike_times but {ids.size} spike_ids")
+            raise _fail(path, where, f"{times.size} spike_times but {ids.size} spike_ids")
         times = times.astype("f8", copy=False)
         first, last = (float(ids[0]), float(ids[-1])) if ids is not None else (np.nan, np.nan)
-    return times, first, last, {k: decode_attr(v) for k, v in trial.attrs().items()}
+    # float attributes (numpy float64 included) go to the table as they are
+    return times, first, last, {k: v if isinstance(v, float) else decode_attr(v) for k, v in attrs.items()}
 
 
 def _unit_attrs(root: Group, path: Path) -> dict:
@@ -257,7 +260,9 @@ def _read_tree(root: Group, path: Path) -> Unit:
             children = _integer_members(stim, path, "trial")
             if not children:
                 raise _fail(path, stim.path, "holds no trial groups; expected one group per trial")
-            read = [_read_trial(stim.group(child), path) for _, child in children]
+            read = [_read_trial(f"{stim.path}/{child}", attrs, arrays, path)
+                    for (_, child), (_, attrs, arrays) in zip(children, stim.children([c for _, c in children],
+                                                                                      TRIAL_DATASETS))]
             names = np.array([n for n, _ in children])
             first = np.array([r[1] for r in read])
             kind, fitting = trial_rule(names, first)
