@@ -27,7 +27,7 @@ import time
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -317,22 +317,62 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None):
     return tqdm(total=total, desc=desc, disable=not enabled, unit="step")
 
 
-def _read_all(paths: list[str], processes: int | None, executor: Executor | None, bar) -> list:
-    """Read unit files (in worker processes or on ``executor``), ticking ``bar`` once per file."""
-    def ticked(results):
-        out = []
-        for result in results:
-            out.append(result)
-            bar.update()
-        return out
+def _read_all(paths: list[str], processes: int | None, executor: Executor | None) -> Iterator[Unit | str]:
+    """Read unit files in worker processes (or on ``executor``), yielding each result in order.
 
+    Lazy: the workers read ahead while the caller stores what came back.
+    """
     if executor is not None:
-        return ticked(executor.map(_read_or_error, paths))
+        yield from executor.map(_read_or_error, paths)
+        return
     workers = min(processes or os.cpu_count() or 1, len(paths))
     if workers <= 1:
-        return ticked(map(_read_or_error, paths))
-    with ProcessPoolExecutor(workers, initializer=_watch_parent, initargs=(os.getpid(),)) as pool:
-        return ticked(pool.map(_read_or_error, paths, chunksize=max(1, len(paths) // (8 * workers))))
+        yield from map(_read_or_error, paths)
+        return
+    pool = ProcessPoolExecutor(workers, initializer=_watch_parent, initargs=(os.getpid(),))
+    try:
+        yield from pool.map(_read_or_error, paths, chunksize=max(1, len(paths) // (16 * workers)))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ingest(root: Path, found: dict[str, pd.DataFrame], *, errors: str, processes: int | None,
+            executor: Executor | None, bar) -> dict[str, Path]:
+    """Read the unit files ``found`` per animal and write each animal's store.
+
+    The files of all animals go to the workers as one stream, so while one
+    animal's store is assembled and written, the workers read the next one's files.
+    """
+    results = _read_all([path for files in found.values() for path in files["path"]], processes, executor)
+    paths = {}
+    try:
+        for animal, files in found.items():
+            path = store_path(root, animal, files)
+            clean_stale_tmp(path.parent)
+            bar.set_description(f"reading {animal}")
+            stems, units, skipped = [], [], []
+            for stem, file in zip(files["stem"], files["path"]):
+                result = next(results)
+                bar.update()
+                if isinstance(result, Unit):
+                    stems.append(stem)
+                    units.append(result)
+                elif errors == "raise":
+                    raise UnitFileError(f"{result} (open with errors='warn' to skip unreadable files)")
+                else:
+                    warn_user(f"skipping unreadable unit file {result}")
+                    skipped.append((file, result))
+            bar.set_description(f"assembling {animal}")
+            store = _assemble(animal, stems, units, skipped)
+            del units
+            bar.update()
+            bar.set_description(f"writing {animal}")
+            _write_atomic(store, path)
+            bar.update()
+            paths[animal] = path
+    finally:
+        results.close()
+    return paths
 
 
 def store_path(root: Path, animal: str, files: pd.DataFrame | None = None) -> Path:
@@ -373,26 +413,7 @@ def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: 
     if _usable(path, animal, rebuild):
         return path
     bar = bar if bar is not None else progress_bar(len(files) + 2, f"reading {animal}", enabled=False)
-    clean_stale_tmp(path.parent)
-    bar.set_description(f"reading {animal}")
-    results = _read_all(files["path"].tolist(), processes, executor, bar)
-    stems, units, skipped = [], [], []
-    for stem, file, result in zip(files["stem"], files["path"], results):
-        if isinstance(result, Unit):
-            stems.append(stem)
-            units.append(result)
-        elif errors == "raise":
-            raise UnitFileError(f"{result} (open with errors='warn' to skip unreadable files)")
-        else:
-            warn_user(f"skipping unreadable unit file {result}")
-            skipped.append((file, result))
-    bar.set_description(f"assembling {animal}")
-    store = _assemble(animal, stems, units, skipped)
-    bar.update()
-    bar.set_description(f"writing {animal}")
-    _write_atomic(store, path)
-    bar.update()
-    return path
+    return _ingest(root, {animal: files}, errors=errors, processes=processes, executor=executor, bar=bar)[animal]
 
 
 def verify_store(path: Path) -> None:
@@ -439,13 +460,12 @@ def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str
     root = resolve_root(root)
     chosen = select_animals(find_animals(root, errors), animals)
     check_cache_writable(cache_dir() / "stores")
-    paths = {animal: store_path(root, animal) for animal in chosen}
-    todo = [animal for animal, path in paths.items() if not _usable(path, animal, rebuild)]
-    total = sum(len(find_unit_files(root, animal)) + 2 for animal in todo)
+    found = {animal: find_unit_files(root, animal) for animal in chosen}
+    paths = {animal: store_path(root, animal, files) for animal, files in found.items()}
+    todo = {animal: found[animal] for animal, path in paths.items() if not _usable(path, animal, rebuild)}
+    total = sum(len(files) + 2 for files in todo.values())
     with progress_bar(total, "ingest", progress if todo else False) as bar:
-        for animal in todo:
-            paths[animal] = ingest_animal(root, animal, errors=errors, processes=processes, executor=executor,
-                                          bar=bar, rebuild=True)
+        paths.update(_ingest(root, todo, errors=errors, processes=processes, executor=executor, bar=bar))
     for animal, path in paths.items():
         skipped = read_skipped(path)
         if skipped and errors == "raise":
