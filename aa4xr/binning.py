@@ -73,25 +73,35 @@ def row_bins(time: np.ndarray, dt: float, durations: np.ndarray, pre_time: np.nd
 def bin_index(spike_time: np.ndarray, time: np.ndarray, dt: float) -> np.ndarray:
     """Index of the bin holding each spike, -1 outside the grid.
 
-    Exact against the edges ``time`` (and ``time[-1] + dt``): a spike on an
-    edge belongs to the bin that starts there.
+    Exact against the edges ``time`` and ``time[0] + time.size * dt`` (on a
+    whole grid, the next :func:`bin_starts` value): a spike on an edge
+    belongs to the bin that starts there, so a slice of a grid places spikes
+    as the whole grid does. ``floor`` rounding is corrected by comparing with
+    the edges on both sides.
+
+    Examples
+    --------
+    >>> bin_index(np.array([-0.1, 0.0, 0.0049, 0.005, 0.0099, 0.01]), np.array([0.0, 0.005]), 0.005)
+    array([-1,  0,  0,  1,  1, -1])
     """
     n = time.size
-    edges = bin_starts(n + 1, dt, -time[0]) if n else np.zeros(1)
-    k = np.floor((spike_time - edges[0]) / dt).astype(np.int64)
-    k = np.clip(k, -1, n)
-    inside = (k >= 0) & (k < n)
-    kk = np.where(inside, k, 0)
-    k = np.where(inside & (spike_time < edges[kk]), k - 1, k)
-    kk = np.clip(k, 0, n - 1)
-    k = np.where((k >= 0) & (k < n) & (spike_time >= edges[kk + 1]), k + 1, k)
+    if not n:
+        return np.full(np.shape(spike_time), -1, np.int64)
+    edges = np.concatenate([[-np.inf], time, [time[0] + n * dt, np.inf]])  # bin k spans edges[k + 1 : k + 3]
+    guess = np.subtract(spike_time, time[0], dtype=np.float64)
+    guess /= dt
+    np.floor(guess, out=guess)
+    k = np.fmax(np.fmin(guess, n, out=guess), -1, out=guess).astype(np.int64)  # fmin: NaN -> n (outside)
+    k -= spike_time < edges[k + 1]
+    k += spike_time >= edges[k + 2]
     return np.where((k >= 0) & (k < n), k, -1)
 
 
 def bin_rows(spike_time: np.ndarray, row_size: np.ndarray, time: np.ndarray, dt: float) -> np.ndarray:
     """Counts ``(row, time)`` float32 of a contiguous ragged array.
 
-    One ``bincount`` for all rows, no Python loop per trial.
+    Spikes are added into a zeroed float32 array (no dense integer
+    temporary, no Python loop per trial).
 
     Examples
     --------
@@ -100,13 +110,27 @@ def bin_rows(spike_time: np.ndarray, row_size: np.ndarray, time: np.ndarray, dt:
            [0., 0.],
            [0., 1.]], dtype=float32)
     """
-    row_size = np.asarray(row_size, np.int64)
-    n_rows, n_time = row_size.size, time.size
-    row = np.repeat(np.arange(n_rows), row_size)
-    k = bin_index(spike_time, time, dt)
-    keep = k >= 0
-    flat = row[keep] * n_time + k[keep]
-    return np.bincount(flat, minlength=n_rows * n_time).reshape(n_rows, n_time).astype(np.float32)
+    n_rows = np.size(row_size)
+    counts = np.zeros((n_rows, time.size), np.float32)
+    _add_spikes(counts.reshape(-1), spike_time, row_size, np.arange(n_rows), np.zeros(n_rows, np.int64),
+                np.full(n_rows, time.size), time, dt)
+    return counts
+
+
+def _add_spikes(flat: np.ndarray, spike_time: np.ndarray, sizes: np.ndarray, cell: np.ndarray, first: np.ndarray,
+                stop: np.ndarray, time: np.ndarray, dt: float, chunk: int = 2**14) -> None:
+    """Add 1 to ``flat[cell[r] * T + k]`` for each spike of row ``r`` in a bin ``first[r] <= k < stop[r]``.
+
+    ``flat`` is the 1-D float32 view of a ``(cell, time)`` array and the rows'
+    spikes lie back to back in ``spike_time``. Spikes are taken ``chunk`` at
+    a time, so every temporary stays in cache; ``np.add.at`` sums repeats.
+    """
+    row = np.repeat(np.arange(np.size(sizes)), np.asarray(sizes, np.int64))
+    for i in range(0, row.size, chunk):
+        r = row[i:i + chunk]
+        k = bin_index(spike_time[i:i + chunk], time, dt)
+        keep = (k >= first[r]) & (k < stop[r])
+        np.add.at(flat, cell[r[keep]] * time.size + k[keep], np.float32(1))
 
 
 def gather(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -121,6 +145,9 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray | None, sizes: np.nda
                 shape: tuple[int, int, int], time: np.ndarray, dt: float, post: float,
                 out: np.ndarray | None = None) -> np.ndarray:
     """One ``(stim, neuron, trial, time)`` block of ``spike_count``, NaN-masked.
+
+    Two passes over the block: each cell's NaN/0 pattern is written once,
+    then the spikes are added in place; no dense temporary.
 
     Parameters
     ----------
@@ -153,10 +180,29 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray | None, sizes: np.nda
     elif not (out.flags.c_contiguous and out.shape == (*shape, time.size)):
         raise ValueError(f"out must be C-contiguous with shape {(*shape, time.size)}, got {out.shape}")
     flat = out.reshape(n_cells, time.size)  # a view: out must be C-contiguous
-    flat.fill(np.nan)
-    counts = bin_rows(spike_time if starts is None else gather(spike_time, starts, sizes), sizes, time, dt)
     first, stop = row_bins(time, dt, row_duration, pre_time, post_time, post)
-    k = np.arange(time.size)
-    counts[(k < first[:, None]) | (k >= stop[:, None])] = np.nan
-    flat[cell] = counts
+    cell = np.asarray(cell, np.int64)
+    cell_first, cell_stop = np.zeros(n_cells, np.int64), np.zeros(n_cells, np.int64)  # no row: no bin kept
+    cell_first[cell], cell_stop[cell] = first, stop
+    _fill_runs(flat, cell_first, cell_stop)
+    _add_spikes(flat.reshape(-1), spike_time if starts is None else gather(spike_time, starts, sizes), sizes, cell,
+                first, stop, time, dt)
     return out
+
+
+def _fill_runs(flat: np.ndarray, first: np.ndarray, stop: np.ndarray, slab_bytes: int = 2**23) -> None:
+    """Set ``flat[i, first[i]:stop[i]] = 0`` and every other element to NaN, in one pass over ``flat``.
+
+    Rows sharing a ``(first, stop)`` run copy one pattern row: ``np.take``
+    writes straight into ``flat`` (``mode="clip"`` avoids its buffered copy;
+    every index is valid). Patterns are made a slab of ``slab_bytes`` of
+    ``flat`` at a time, so they never outgrow the slab.
+    """
+    n_time = flat.shape[1]
+    step = max(1, slab_bytes // max(1, flat[:1].nbytes))
+    for i in range(0, flat.shape[0], step):
+        runs, pattern = np.unique(first[i:i + step] * (n_time + 1) + stop[i:i + step], return_inverse=True)
+        rows = np.full((runs.size, n_time), np.nan, np.float32)
+        for row, lo, hi in zip(rows, (runs // (n_time + 1)).tolist(), (runs % (n_time + 1)).tolist()):
+            row[lo:hi] = 0
+        np.take(rows, pattern, axis=0, out=flat[i:i + step], mode="clip")
