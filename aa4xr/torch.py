@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from dask.array import Array as DaskArray
 
-from .backend import direct_reader
+from .backend import SpikeCountArray, direct_reader
 
 try:
     import torch
@@ -100,11 +100,25 @@ class TorchDataset(torch.utils.data.Dataset):
         ``stim_type``, ``call_type``, ``stim_class``, ``duration``, ...), as
         Python scalars.
 
-    An item computes its stimulus's slice with dask's synchronous
-    scheduler, in the calling process: a few small tasks, for which a thread
-    pool only adds overhead (and one inherited through ``fork`` by
-    DataLoader workers would deadlock). On a loaded Dataset an item is plain
-    numpy slicing.
+    How an item is read depends on ``spike_count``:
+
+    - a plain selection of :func:`aa4xr.open_aa4`'s lazy array (``sel``,
+      ``isel``, slices): the item's cells are binned from the store in one
+      read, without dask;
+    - any other dask array (e.g. after ``ds.where``): its stimulus's slice is
+      computed with dask's synchronous scheduler, in the calling process (a
+      thread pool only adds overhead to these few small tasks, and one
+      inherited through ``fork`` by DataLoader workers would deadlock);
+    - a loaded (numpy) array: the items' cells are copied once, at
+      construction, into a buffer of the TorchDataset's own (smaller than
+      ``spike_count``: no padding beyond each stimulus's trials and
+      window), and their masks computed then too. An item is a view of that
+      buffer and costs no copy, like ``torch.utils.data.TensorDataset``'s;
+      ``collate`` copies items into the batch, so clone an item before
+      modifying it in place.
+
+    The ``"stimulus"`` tensors are computed for all items on first use and
+    kept, so they too are shared by every read of an item.
 
     Keep items small by selecting neurons first (e.g. one animal): a
     stimulus heard by one animal otherwise carries NaN rows for all others.
@@ -134,13 +148,10 @@ class TorchDataset(torch.utils.data.Dataset):
             keep &= _has_stimulus(ds, stimulus, keep)
         self._index = np.flatnonzero(keep)
         self._n_trials, self._n_bins = n_trials[self._index], n_bins[self._index]
-        # an item reads the aa4 backend array directly when spike_count is a plain selection of it, else
-        # slices plain (dask or numpy) arrays: no xarray or thread-pool overhead per item
-        counts = ds["spike_count"].transpose("stim", "neuron", "trial", "time")
-        self._direct = direct_reader(counts)
-        self._counts = None if self._direct else counts.data
+        extents = list(zip(self._index.tolist(), self._n_trials.tolist(), self._n_bins.tolist()))
+        self._responses = _responses(ds["spike_count"].transpose("stim", "neuron", "trial", "time"), extents)
         self._stimulus = _fold(ds[stimulus], ("stim", *_STIMULUS_DIMS[stimulus])).data if stimulus else None
-        self._stimulus_done: dict[int, np.ndarray] = {}  # small next to the responses: read once per process
+        self._stimulus_done: list[torch.Tensor] = []  # small next to the responses: read once per process
         self._coords = {name: c.values[self._index].tolist() for name, c in ds.coords.items()
                         if c.dims == ("stim",)}
         self.stimulus, self.dtype = stimulus, dtype
@@ -151,41 +162,28 @@ class TorchDataset(torch.utils.data.Dataset):
         return self._index.size
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        stim, n_trials, n_bins = int(self._index[index]), int(self._n_trials[index]), int(self._n_bins[index])
-        if self._direct:
-            array, (s, n, r, t) = self._direct
-            counts, fresh = array._getitem((s[stim], n, r[:n_trials], t[:n_bins])), True
-        else:
-            counts = self._counts[stim, :, :n_trials, :n_bins]
-            fresh = isinstance(counts, DaskArray)
-            counts = counts.compute(scheduler="synchronous") if fresh else counts
-        response = self._tensor(counts, copy=not fresh)  # contiguous: its NaN test is faster than the view's
-        mask = ~np.isnan(response.numpy()) if _in_numpy(response) else ~np.isnan(counts)
-        item = {"response": response, "mask": torch.from_numpy(mask),
-                "coords": {name: values[index] for name, values in self._coords.items()}}
+        values, mask = self._responses(index)
+        item = {"response": torch.from_numpy(values).to(self.dtype), "mask": torch.from_numpy(mask),
+                "coords": {name: labels[index] for name, labels in self._coords.items()}}
         if self.stimulus:
-            item["stimulus"] = self._tensor(self._stimulus_of(stim, n_bins))[None]
+            item["stimulus"] = self._stimulus_of(index)
         return item
 
-    def _stimulus_of(self, stim: int, n_bins: int) -> np.ndarray:
-        """The stimulus input of item ``stim``: every item's computed together on first use, then kept."""
+    def _stimulus_of(self, index: int) -> torch.Tensor:
+        """The stimulus input of item ``index``: every item's computed together on first use, then kept."""
         if not self._stimulus_done:
             parts = [self._stimulus[i, :, :n] if self.stimulus == "spectrogram" else self._stimulus[i]
                      for i, n in zip(self._index.tolist(), self._n_bins.tolist())]
             if any(isinstance(p, DaskArray) for p in parts):
                 in_worker = torch.utils.data.get_worker_info() is not None  # no thread pool in a forked worker
                 parts = dask.compute(*parts, scheduler="synchronous" if in_worker else None)
-            self._stimulus_done = {i: _stimulus_values(np.asarray(p), self.stimulus)
-                                   for i, p in zip(self._index.tolist(), parts)}
-        return self._stimulus_done[stim]
+            self._stimulus_done = [
+                torch.from_numpy(_stimulus_values(np.asarray(p), self.stimulus)).to(self.dtype)[None] for p in parts]
+        return self._stimulus_done[index]
 
     def __repr__(self) -> str:
         return (f"TorchDataset({len(self)} stimuli, {self.neurons.size} neurons, "
                 f"stimulus={self.stimulus!r}, dtype={self.dtype})")
-
-    def _tensor(self, values: np.ndarray, copy: bool = True) -> torch.Tensor:
-        """In ``self.dtype``, never a view of the Dataset: ``copy=False`` only for arrays made for this item."""
-        return torch.from_numpy(np.array(values, copy=True) if copy else values).to(self.dtype)
 
 
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -214,9 +212,8 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     >>> batch["coords"]["stim_type"]                                # doctest: +SKIP
     ['song', 'call']
     """
-    response = _pad([item["response"] for item in batch], float("nan"))
-    mask = torch.from_numpy(~np.isnan(response.numpy())) if _in_numpy(response) else ~torch.isnan(response)
-    out = {"response": response, "mask": mask,
+    out = {"response": _pad([item["response"] for item in batch], float("nan")),
+           "mask": _pad([item["mask"] for item in batch], False),
            "length": torch.tensor([item["response"].shape[-1] for item in batch]),
            "coords": {name: [item["coords"][name] for item in batch] for name in batch[0]["coords"]}}
     if "stimulus" in batch[0]:
@@ -344,6 +341,91 @@ def _check_dataset(ds: xr.Dataset, stimulus: str | None) -> None:
         raise ValueError("the time coordinate must be increasing")
 
 
+Extent = tuple[int, int, int]  # an item's stimulus position, number of trials and of time bins
+
+
+def _responses(counts: xr.DataArray, extents: list[Extent]) -> _Loaded | _Binned | _Computed:
+    """The reader of the items' ``(values, mask)`` for ``spike_count`` ``(stim, neuron, trial, time)``."""
+    direct = direct_reader(counts)
+    if direct:
+        return _Binned(*direct, extents)
+    if isinstance(counts.data, DaskArray):
+        return _Computed(counts.data, extents)
+    return _Loaded(np.asarray(counts.data), extents)
+
+
+class _Loaded:
+    """Items of an in-memory ``spike_count``: copied once into one buffer, each with its mask.
+
+    The buffer holds each item's cells back to back, contiguous (which
+    ``collate`` copies ~20% faster than strided views of the Dataset's
+    array) and without the Dataset's padding beyond each stimulus's trials
+    and window. An item is a view of it: no copy per read.
+
+    Examples
+    --------
+    >>> counts = np.array([[[[1.0, np.nan], [np.nan, np.nan]]]], np.float32)  # (stim, neuron, trial, time)
+    >>> values, mask = _Loaded(counts, [(0, 1, 2)])(0)
+    >>> values.tolist(), mask.tolist()
+    ([[[1.0, nan]]], [[[True, False]]])
+    """
+
+    def __init__(self, counts: np.ndarray, extents: list[Extent]) -> None:
+        shapes = [(counts.shape[1], r, t) for _, r, t in extents]
+        ends = np.cumsum([int(np.prod(shape)) for shape in shapes], dtype=np.int64)
+        buffer = np.empty(int(ends[-1]) if ends.size else 0, counts.dtype)
+        self.values = [buffer[end - np.prod(shape):end].reshape(shape) for end, shape in zip(ends.tolist(), shapes)]
+        for values, (s, r, t) in zip(self.values, extents):
+            values[...] = counts[s, :, :r, :t]
+        self.masks = [_mask(values) for values in self.values]
+
+    def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.values[index], self.masks[index]
+
+
+class _Binned:
+    """Items of a plain selection of the ``aa4`` backend array: each bins its cells from the store in one read.
+
+    The positions of the selection are resolved once; a read calls
+    :meth:`aa4xr.backend.Layout.bin` with sorted positions, and restores
+    the selection's order of neurons (or, for unsorted trials or time bins,
+    goes through the array's general indexing).
+    """
+
+    def __init__(self, array: SpikeCountArray, positions: tuple[np.ndarray, ...], extents: list[Extent]) -> None:
+        stim, self.neuron, self.trial, self.time = positions
+        self.array, self.extents = array, [(int(stim[s]), r, t) for s, r, t in extents]
+        self.unique, order = np.unique(self.neuron, return_inverse=True)
+        self.order = None if np.array_equal(self.unique, self.neuron) else order.ravel()
+        self.sorted = bool(np.all(np.diff(self.trial) > 0) and np.all(np.diff(self.time) > 0))
+
+    def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        s, r, t = self.extents[index]
+        if self.sorted:
+            values = self.array.layout.bin(np.array([s]), self.unique, self.trial[:r], self.time[:t])[0]
+            values = values if self.order is None else values[self.order]
+        else:
+            values = self.array._getitem((s, self.neuron, self.trial[:r], self.time[:t]))
+        return values, _mask(values)
+
+
+class _Computed:
+    """Items of a dask ``spike_count``: each computes its stimulus's slice with the synchronous scheduler."""
+
+    def __init__(self, counts: DaskArray, extents: list[Extent]) -> None:
+        self.counts, self.extents = counts, extents
+
+    def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        s, r, t = self.extents[index]
+        values = self.counts[s, :, :r, :t].compute(scheduler="synchronous")
+        return values, _mask(values)
+
+
+def _mask(values: np.ndarray) -> np.ndarray:
+    """``~isnan(values)`` in one pass (NaN is the only value unequal to itself)."""
+    return np.equal(values, values)
+
+
 def _item_extents(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Per stimulus: the most trials any neuron has, and the bins inside the window."""
     n_trials = np.nan_to_num(ds["n_trials"].transpose("stim", "neuron").values.astype(float))
@@ -383,25 +465,42 @@ def _stimulus_values(values: np.ndarray, name: str) -> np.ndarray:
 
 def _in_numpy(tensor: torch.Tensor) -> bool:
     """A CPU tensor of a dtype numpy has (not e.g. bfloat16)."""
-    return tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64)
+    return tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64, torch.bool)
 
 
-def _pad(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
-    """Stack, padding each on the right with ``value``.
+def _pad(tensors: list[torch.Tensor], value: float | bool) -> torch.Tensor:
+    """Stack, padding each on the right with ``value``: every element of the batch written once.
 
     Through numpy when it can: these copies are too small for torch's
     intra-op threads, which on a busy machine only slow them down.
+
+    Examples
+    --------
+    >>> _pad([torch.ones(1, 2), torch.zeros(2, 1)], -1.0)
+    tensor([[[ 1.,  1.],
+             [-1., -1.]],
+    <BLANKLINE>
+            [[ 0., -1.],
+             [ 0., -1.]]])
     """
-    shape = np.max([t.shape for t in tensors], axis=0)
-    if _in_numpy(tensors[0]):
-        out = np.full((len(tensors), *shape), value, dtype=tensors[0].numpy().dtype)
-        for row, tensor in zip(out, tensors):
-            row[tuple(slice(0, n) for n in tensor.shape)] = tensor.numpy()
+    shape = (len(tensors), *np.max([t.shape for t in tensors], axis=0).tolist())
+    if all(_in_numpy(t) for t in tensors):
+        out = np.empty(shape, tensors[0].numpy().dtype)
+        _fill(out, [t.numpy() for t in tensors], value)
         return torch.from_numpy(out)
-    out = tensors[0].new_full((len(tensors), *shape), value)
-    for row, tensor in zip(out, tensors):
-        row[tuple(slice(0, n) for n in tensor.shape)] = tensor
+    out = tensors[0].new_empty(shape)
+    _fill(out, tensors, value)
     return out
+
+
+def _fill(out: Any, parts: list[Any], value: float | bool) -> None:
+    """``out[b]`` = ``parts[b]`` at its start and ``value`` in the rest (numpy arrays or tensors alike)."""
+    for row, part in zip(out, parts):
+        inside = tuple(slice(n) for n in part.shape)
+        row[inside] = part
+        for axis, n in enumerate(part.shape):  # the rest: inside before this axis, beyond it along it
+            if n < row.shape[axis]:
+                row[inside[:axis] + (slice(n, None),)] = value
 
 
 def _moments(da: xr.DataArray, dims: tuple[str, ...], units: str, what: str) -> xr.Dataset:
