@@ -325,7 +325,6 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
         _dense_labels, export_encoding, index_coords
     from .layout import resolve_root
     from .read import TRIAL_ATTRS
-    from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
     from .store import cache_dir, check_errors, store_paths
     from . import __version__, _validate
 
@@ -380,6 +379,8 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
     for name, attrs in ATTRS.items():
         ds[name].attrs.update(attrs)
     if spectrogram or waveform:
+        from .stimuli import locate_sounds, stimulus_spectrograms, stimulus_waveforms
+
         sounds = locate_sounds(sources, stims.set_index("md5")["duration"], cache_dir=cache_dir() / "md5")
         parts = []
         if spectrogram:

@@ -17,7 +17,7 @@ from ._validate import check_choices, warn_user  # noqa: F401  (check_choices: r
 from .indexes import LabelIndex
 from .layout import resolve_root, wav_file_name
 from .read import TRIAL_ATTRS
-from .store import load_tables, stim_order, stimulus_table
+from .store import DURATION_TOLERANCE, load_tables, stim_order, stimulus_table
 
 STIM_TYPES = ("song", "call", "mlnoise")
 SORT_TYPES = ("single", "multi", "noise", "tdt")
@@ -112,15 +112,18 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
     """Read the stores' tables; keep chosen units and stimulus types; place rows.
 
     Also returns where each stimulus's sound may be: one row per (animal,
-    number) of every stimulus group of the opened animals.
+    number) of every stimulus group of the opened animals. Everything is
+    whole-array numpy: per-group and per-row strings are converted once per
+    distinct value, never one Python object per row.
     """
-    units, groups, raw, sources, group_md5, offset = [], [], [], [], [], 0
+    units, groups, raw, sources, group_md5, places, offset = [], [], [], [], [], [], 0
     for a, (animal, path) in enumerate(paths.items()):
         tables = load_tables(path, names=COLLECTED)
         u, g = _units_table(animal, tables), _groups_table(tables)
         unit_kept = u["sort_type"].isin(sort_types).to_numpy() if sort_types else np.ones(len(u), bool)
         group_kept = g["stim_type"].isin(stim_types).to_numpy() if stim_types else np.ones(len(g), bool)
-        group_kept = group_kept & unit_kept[tables["group_unit"].values.astype(int)]
+        group_unit = tables["group_unit"].values.astype(int)
+        group_kept = group_kept & unit_kept[group_unit]
         row_g, row_u = tables["row_group"].values, tables["row_unit"].values
         keep = group_kept[row_g] & unit_kept[row_u]
         starts = np.concatenate([[0], np.cumsum(tables["row_size"].values)[:-1]]).astype("i8")
@@ -129,19 +132,20 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
             "trial": tables["row_trial"].values[keep], "start": starts[keep], "size": tables["row_size"].values[keep],
             **{k: tables[f"row_{k}"].values[keep] for k in TRIAL_ATTRS},
             **{k: g[k].values[row_g[keep]] for k in ("zscore", "tstat", "pvalue")},
-            "protocol": tables["group_protocol"].values.astype(str)[row_g[keep]],
-            "trial_name": tables["row_trial_name"].values.astype(str)[keep],
+            "protocol": np.asarray(tables["group_protocol"].values, str)[row_g[keep]],
+            "trial_name": _as_text(tables["row_trial_name"].values[keep]),
         })
         sources.append(_sound_sources(root, animal, g["md5"].to_numpy(), tables))
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
         offset += len(u)
-        cells = u["cell_id"].to_numpy()[tables["group_unit"].values.astype(int)]
-        where = [f"{animal}/{cell}.h5:/{protocol}/{number}" for cell, protocol, number in
-                 zip(cells, tables["group_protocol"].values, tables["group_number"].values)]
-        groups.append(g.assign(where=where)[group_kept])
+        groups.append(g[group_kept])
+        places.append((animal, u["cell_id"].to_numpy()[group_unit][group_kept],
+                       np.asarray(tables["group_protocol"].values, str)[group_kept],
+                       tables["group_number"].values[group_kept]))
         group_md5.append(g["md5"].to_numpy())
     units_df = pd.concat(units, ignore_index=True)
-    stims = stim_order(stimulus_table(pd.concat(groups, ignore_index=True))).reset_index(drop=True)
+    groups = pd.concat(groups, ignore_index=True)
+    stims = stim_order(stimulus_table(groups.assign(where=_group_places(groups, places)))).reset_index(drop=True)
     cat = {k: np.concatenate([r[k] for r in raw]) for k in raw[0]}
     by_md5 = pd.Index(stims["md5"])  # place groups (not rows) by md5: one lookup per group
     stim_pos = np.concatenate([by_md5.get_indexer(g_md5)[r["group"]] for g_md5, r in zip(group_md5, raw)])
@@ -154,16 +158,46 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
     return stims, units_df.drop(columns="_old"), rows, sources.drop(columns="by_name")
 
 
+def _as_text(values: np.ndarray) -> np.ndarray:
+    """``values.astype(str)``, converting each distinct value once (rows repeat a few trial names).
+
+    Examples
+    --------
+    >>> _as_text(np.array([3, 1, 3], "i4"))
+    array(['3', '1', '3'], dtype='<U11')
+    """
+    codes, distinct = pd.factorize(values)
+    return np.asarray(distinct).astype(str)[codes] if values.size else values.astype(str)
+
+
+def _group_places(groups: pd.DataFrame, places: list[tuple]) -> np.ndarray:
+    """``<animal>/<cell>.h5:/<protocol>/<number>`` of the groups whose stimulus's durations disagree, else ``""``.
+
+    Only those name a group in :func:`aa4xr.store.stimulus_table`'s warning, so only they are formatted.
+    """
+    durations = groups.groupby("md5", sort=False)["duration"]
+    bad = ((durations.transform("max") - durations.transform("min")) > DURATION_TOLERANCE).to_numpy()
+    animal = np.concatenate([np.full(len(cells), name, object) for name, cells, _, _ in places])
+    cell, protocol, number = (np.concatenate([p[i] for p in places]) for i in (1, 2, 3))
+    where = np.full(len(groups), "", object)
+    where[bad] = [f"{a}/{c}.h5:/{p}/{n}" for a, c, p, n in zip(animal[bad], cell[bad], protocol[bad], number[bad])]
+    return where
+
+
 def _sound_sources(root: Path, animal: str, md5: np.ndarray, tables: xr.Dataset) -> pd.DataFrame:
     """Where each stimulus group's sound may be: first the file named by its
-    ``tdt_wavfile`` (the part after ``Stims/``), then ``stim<number>.wav``."""
+    ``tdt_wavfile`` (the part after ``Stims/``), then ``stim<number>.wav``.
+
+    Groups repeat (md5, number, tdt_wavfile) once per unit: paths are made once per distinct triple.
+    """
     folder = str(root / animal / "wavfiles")
-    numbered = pd.DataFrame({"md5": md5, "animal": animal, "number": tables["group_number"].values.astype(int)})
-    numbered["path"] = [os.path.join(folder, f"stim{n}.wav") for n in numbered["number"]]
     tdt = tables["group_tdt_wavfile"].values.astype(str) if "group_tdt_wavfile" in tables else np.full(md5.size, "")
-    names, inverse = np.unique(tdt, return_inverse=True)  # a few hundred sounds, thousands of groups
-    paths = np.array([os.path.join(folder, wav_file_name(t)) if wav_file_name(t) else "" for t in names] or [""])
-    named = numbered.assign(path=paths[inverse.ravel()] if tdt.size else np.full(0, ""))
+    distinct = pd.DataFrame({"md5": md5, "animal": animal, "number": tables["group_number"].values.astype(int),
+                             "tdt": tdt}).drop_duplicates(["md5", "number", "tdt"])
+    numbered = distinct[["md5", "animal", "number"]].assign(
+        path=[os.path.join(folder, f"stim{n}.wav") for n in distinct["number"]])
+    names = {t: os.path.join(folder, wav_file_name(t)) if wav_file_name(t) else "" for t in distinct["tdt"].unique()}
+    named = numbered.assign(path=distinct["tdt"].map(names).to_numpy(str))
     return pd.concat([named[named["path"] != ""].assign(by_name=True), numbered.assign(by_name=False)],
                      ignore_index=True).drop_duplicates(["md5", "path"])
 
@@ -171,7 +205,7 @@ def _sound_sources(root: Path, animal: str, md5: np.ndarray, tables: xr.Dataset)
 def _dense_labels(rows: Rows, shape: tuple, key: str) -> np.ndarray:
     """Per-trial strings on the (stim, neuron, trial) grid, ``""`` where there is no trial."""
     labels = np.asarray(rows.labels[key], dtype=str)
-    out = np.full(shape, "", dtype=labels.dtype if labels.size else "<U1")
+    out = np.zeros(shape, dtype=labels.dtype if labels.size else "<U1")  # "" everywhere, pages untouched until set
     out[rows.stim, rows.neuron, rows.trial] = labels
     return out
 
@@ -314,7 +348,30 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
         ds = xr.open_dataset(str(resolve_root(root)), engine="aa4", chunks=chunks, **kwargs)
     for warning in caught:  # raised under xarray's frames: point them at the caller's line again
         warn_user(str(warning.message), warning.category)
-    for var in ds.variables.values():  # the per-pair and per-trial tables are small: in memory, as the backend has them
-        if var.chunks is not None and not {"time", "sample"} & set(var.dims):
-            var.load(scheduler="sync")
+    small = [var for var in ds.variables.values() if var.chunks is not None and not {"time", "sample"} & set(var.dims)]
+    for var, values in zip(small, _in_memory([var.data for var in small])):
+        var.data = values
     return ds
+
+
+def _in_memory(arrays: list) -> list[np.ndarray]:
+    """The values of dask arrays over in-memory arrays (the per-pair and per-trial tables), as the backend has them.
+
+    One synchronous pass over their graphs (no scheduler lookup); a
+    one-chunk array's block is taken as it is, where a compute would copy it.
+    """
+    from dask.array.core import concatenate3
+    from dask.local import get_sync
+
+    graph: dict = {}
+    for array in arrays:
+        graph.update(array.__dask_graph__())
+    out = []
+    for array, blocks in zip(arrays, get_sync(graph, [array.__dask_keys__() for array in arrays])):
+        if array.npartitions > 1:
+            out.append(concatenate3(blocks))
+            continue
+        while isinstance(blocks, (list, tuple)):
+            blocks = blocks[0]
+        out.append(np.asarray(blocks))
+    return out
