@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -358,3 +360,57 @@ def test_open_aa4_loads_in_worker_processes(opened):
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a["response"], b["response"])
         assert torch.equal(a["stimulus"], b["stimulus"])
+
+
+def _baseline(tds: TorchDataset) -> torch.utils.data.Dataset:
+    """The items/s benchmark's baseline loader (prebuilt per-stimulus tensors) over ``tds``."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_epoch.py"
+    spec = importlib.util.spec_from_file_location("torch_epoch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Prebuilt(tds)
+
+
+@pytest.mark.parametrize("how", ["lazy", "lazy, neurons reordered", "lazy, neurons and trials reordered", "where",
+                                 "loaded", "loaded, neurons reordered", "baseline"])
+def test_epoch_equals_a_histogram_of_the_ground_truth(corpus, how):
+    """Every batch of an epoch, whichever way items are read, against the writer's spike times."""
+    import aa4xr
+    from test_dataset import expected_spike_count
+
+    dt, pre, post = 0.005, 0.05, 0.05
+    ds = aa4xr.open_aa4(corpus.root, sort_types=None, dt=dt, pre=pre, post=post)
+    if "neurons" in how:                                        # unsorted positions in the store
+        ds = ds.isel(neuron=np.arange(ds.sizes["neuron"])[::-1])
+    if "trials" in how:
+        ds = ds.isel(trial=[1, 0, *range(2, ds.sizes["trial"])])
+    if how == "where":                                          # dask, not a plain selection
+        ds = ds.where(ds["n_trials"] > 0)
+    if how.startswith(("loaded", "baseline")):
+        ds = ds.load()
+    tds = TorchDataset(ds, stimulus=None)
+    data = _baseline(tds) if how == "baseline" else tds
+
+    expected = expected_spike_count(corpus, ds, dt, pre, post)
+    if "trials" in how:
+        expected = expected[:, :, [1, 0, *range(2, ds.sizes["trial"])]]
+    heard = corpus.trials[corpus.trials["neuron"].isin(ds["neuron"].values)]
+    n_trials = heard.groupby(["md5", "neuron"]).size().groupby("md5").max()
+    duration = corpus.stims.set_index("md5")["duration"]
+    starts = -pre + np.arange(ds.sizes["time"]) * dt
+    items = [(i, md5, int(n_trials[md5]), int(np.sum(starts < duration[md5] + post)))
+             for i, md5 in enumerate(ds["stim"].values) if md5 in n_trials.index]
+    assert len(data) == len(items) > 0
+
+    loader = torch.utils.data.DataLoader(data, batch_size=4, collate_fn=collate)
+    batches = list(loader)
+    assert [md5 for batch in batches for md5 in batch["coords"]["stim"]] == [md5 for _, md5, _, _ in items]
+    for batch, part in zip(batches, [items[k:k + 4] for k in range(0, len(items), 4)], strict=True):
+        R, T = max(r for _, _, r, _ in part), max(t for _, _, _, t in part)
+        padded = np.full((len(part), ds.sizes["neuron"], R, T), np.nan, np.float32)
+        for row, (i, _, r, t) in zip(padded, part):
+            row[:, :r, :t] = expected[i, :, :r, :t]
+            assert np.isnan(expected[i, :, r:]).all() and np.isnan(expected[i, :, :, t:]).all()  # nothing cut
+        np.testing.assert_array_equal(batch["response"].numpy(), padded)
+        np.testing.assert_array_equal(batch["mask"].numpy(), ~np.isnan(padded))
+        assert batch["length"].tolist() == [t for _, _, _, t in part]
