@@ -18,7 +18,8 @@ With ``--items`` it prints items/s instead: one epoch over the first animal
 of a ``DataLoader(TorchDataset(ds), batch_size=8, collate_fn=collate)`` on
 the lazy Dataset and on ``ds.load()``, against a baseline that does what a
 hand-written loader does (per-stimulus tensors built once, indexed per
-item), at 5 ms and 1 ms (``--old <checkout>`` adds an older aa4xr).
+item), at 5 ms and 1 ms (``--old <checkout>`` adds an older aa4xr); the
+fastest of 3 to 10 epochs.
 
 For each epoch it also prints its time against one pass computing every
 ``spike_count`` chunk once: items read whole chunks, so the ratio shows
@@ -135,10 +136,14 @@ class Prebuilt:
 
 
 def items_per_second(root: Path, dt: float, batch_size: int, chunk_mb: float, how: str, **_) -> dict:
-    """Items/s of an epoch of ``DataLoader(..., batch_size, collate_fn=collate)`` over one animal (best of 3).
+    """Items/s of the fastest epoch of ``DataLoader(..., batch_size, collate_fn=collate)`` over one animal.
 
-    ``how``: "lazy" (TorchDataset on the lazy Dataset), "loaded" (on ``ds.load()``)
-    or "baseline" (:class:`Prebuilt` tensors of the loaded Dataset's items).
+    ``how``: "lazy" (TorchDataset on the lazy Dataset) or "loaded" (on
+    ``ds.load()``, with the baseline's epochs, :class:`Prebuilt` tensors of
+    the same items, interleaved with its own so that both see the same
+    machine). A model sees hundreds of epochs, and a shared machine adds
+    noise: the fastest of at least 3 epochs each, more (up to 10) while
+    they take under 2 s in all.
     """
     import torch
 
@@ -148,23 +153,24 @@ def items_per_second(root: Path, dt: float, batch_size: int, chunk_mb: float, ho
 
     ds = aa4xr.open_aa4(root, sort_types=None, dt=dt, pre=0.1, post=0.1, chunk_mb=chunk_mb)
     ds = ds.sel(animal=ds["animal"].values[0])
-    if how != "lazy":
+    if how == "loaded":
         ds = ds.load()
     tds = TorchDataset(ds)
-    data = Prebuilt(tds) if how == "baseline" else tds
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
-    times = []
-    for _ in range(3):  # a model sees hundreds of epochs: the fastest of three (a shared machine adds noise)
-        t0, n = time.perf_counter(), 0
-        for batch in loader:
-            n += batch["response"].shape[0]
-        times.append(time.perf_counter() - t0)
-    return {"items": n, "epoch_s": min(times), "first_epoch_s": times[0], "items_per_s": n / min(times)}
+    datasets = {how: tds, **({"baseline": Prebuilt(tds)} if how == "loaded" else {})}
+    times: dict[str, list[float]] = {name: [] for name in datasets}
+    while len(times[how]) < 3 or (sum(map(sum, times.values())) < 2.0 and len(times[how]) < 10):
+        for name, data in datasets.items():
+            t0, n = time.perf_counter(), 0
+            for batch in torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate):
+                n += batch["response"].shape[0]
+            times[name].append(time.perf_counter() - t0)
+    return {"items": n, "epoch_s": min(times[how]), "first_epoch_s": times[how][0],
+            **{f"{name}_items_per_s": n / min(t) for name, t in times.items()}}
 
 
 STAGES = {"ingest": ingest, "open": open_only, "epoch": epoch, "epoch_animal": epoch_one_animal,
           **{f"items_{how}": (lambda how: lambda **kw: items_per_second(how=how, **kw))(how)
-             for how in ("lazy", "loaded", "baseline")}}
+             for how in ("lazy", "loaded")}}
 
 
 def items_table(args: argparse.Namespace) -> None:
@@ -172,16 +178,18 @@ def items_table(args: argparse.Namespace) -> None:
     cache = Path(os.environ.get("AA4XR_CACHE_DIR") or tempfile.mkdtemp(prefix="aa4xr-bench-cache-"))
     codes = {"new": Path(__file__).resolve().parent.parent, **({"old": args.old} if args.old else {})}
     print(f"corpus: {args.root} (first animal), batch_size={args.batch_size}, num_workers=0; "
-          "items/s of an epoch (the fastest of 3)")
+          f"items/s of an epoch (the fastest of 3 to 10); load average {os.getloadavg()[0]:.1f}")
     print(f"{'dt':>6}" + "".join(f"{f'{k} {how}':>16}" for k in codes for how in ("lazy", "loaded"))
           + f"{'baseline':>12}{'loaded/baseline':>17}")
     for dt in (0.005, 0.001):
         args.dt = dt
-        res = {(k, how): run_stage(f"items_{how}", args, cache, code)["items_per_s"]
-               for k, code in codes.items() for how in ("loaded", "lazy")}
-        base = run_stage("items_baseline", args, cache, codes["new"])["items_per_s"]
+        runs = {(k, how): run_stage(f"items_{how}", args, cache, code)
+                for k, code in codes.items() for how in ("loaded", "lazy")}
+        res = {key: run[f"{key[1]}_items_per_s"] for key, run in runs.items()}
+        base = runs["new", "loaded"]["baseline_items_per_s"]
         print(f"{dt:>6}" + "".join(f"{res[k, how]:>16.0f}" for k in codes for how in ("lazy", "loaded"))
               + f"{base:>12.0f}{res['new', 'loaded'] / base:>17.2f}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 def run_stage(stage: str, args: argparse.Namespace, cache: Path, code: Path | None = None) -> dict:
