@@ -37,7 +37,7 @@ from xarray.core import indexing
 
 from .binning import count_block, gather, time_grid
 
-__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "Layout", "direct_reader"]
+__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "LabelArray", "Layout", "direct_reader"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,9 +67,9 @@ class Layout:
     @classmethod
     def from_rows(cls, rows, paths, shape, time, dt, post, durations, stim_labels, neuron_labels) -> Layout:
         """From :class:`aa4xr.dataset.Rows` (any order), the grid and the ``stim``/``neuron`` labels."""
-        S, N, _ = shape
+        S, N, T = shape
         pair = rows.stim.astype("i8") * N + rows.neuron
-        order = np.lexsort((rows.trial, pair))
+        order = np.argsort(pair * T + rows.trial, kind="stable")  # each store's rows come sorted: a merge of runs
         ptr = np.searchsorted(pair[order], np.arange(S * N + 1)).astype("i8")
         return cls(tuple(map(str, paths)), tuple(map(int, shape)), np.asarray(time, float), float(dt), float(post),
                    np.asarray(durations, float), ptr, rows.path[order].astype("i4"), rows.start[order].astype("i8"),
@@ -205,6 +205,32 @@ class SpikeCountArray(BackendArray):
         return out.squeeze(axis=drop) if drop else out
 
 
+class LabelArray(BackendArray):
+    """Strings on a grid, looked up on access: ``table[codes[key]]``.
+
+    ``protocol`` and ``trial_name`` are held as 4-byte codes per (stim,
+    neuron, trial) cell rather than as fixed-width strings (4 bytes per
+    character), and an open makes none of them.
+
+    Examples
+    --------
+    >>> labels = LabelArray(np.array([[0, 1], [1, 2]], np.int32), np.array(["a", "b", ""]))
+    >>> labels[indexing.BasicIndexer((1, slice(None)))].tolist()
+    ['b', '']
+    """
+
+    def __init__(self, codes: np.ndarray, table: np.ndarray):
+        self.codes, self.table = codes, table
+        self.shape, self.dtype = codes.shape, table.dtype
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR,
+                                                  self._getitem)
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        return self.table[self.codes[key]]
+
+
 def direct_reader(counts: xr.DataArray) -> tuple[SpikeCountArray, tuple[np.ndarray, ...]] | None:
     """The backend array and positions of ``counts`` when it is a plain selection of an ``aa4`` ``spike_count``.
 
@@ -321,8 +347,8 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
     See :func:`aa4xr.open_aa4` for the parameters; xarray's ``chunks=``
     then wraps ``spike_count`` in dask along its ``preferred_chunks``.
     """
-    from .dataset import ATTRS, NEURON_COORDS, SORT_TYPES, STIM_COORDS, STIM_TYPES, _collect, _dense, \
-        _dense_labels, export_encoding, index_coords
+    from .dataset import ATTRS, LABELS, NEURON_COORDS, SORT_TYPES, STIM_COORDS, STIM_TYPES, _collect, _dense, \
+        _label_codes, export_encoding, index_coords
     from .layout import resolve_root
     from .read import TRIAL_ATTRS
     from .store import cache_dir, check_errors, store_paths
@@ -357,7 +383,7 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
             "n_trials": (sn, n_trials),
             **{k: (snt, _dense(rows, shape, k)) for k in TRIAL_ATTRS},
             **{k: (sn, _dense(rows, shape, k, first_trial=True)) for k in ("zscore", "tstat", "pvalue")},
-            **{k: (snt, _dense_labels(rows, shape, k)) for k in ("protocol", "trial_name")},
+            **{k: (snt, indexing.LazilyIndexedArray(LabelArray(*_label_codes(rows, shape, k)))) for k in LABELS},
         },
         coords={
             "stim": _text(stims["md5"]),

@@ -21,6 +21,8 @@ from .store import DURATION_TOLERANCE, load_tables, stim_order, stimulus_table
 
 STIM_TYPES = ("song", "call", "mlnoise")
 SORT_TYPES = ("single", "multi", "noise", "tdt")
+#: Per-trial strings, made on access from codes (at 1 ms on the full corpus they would take 240 MB).
+LABELS = ("protocol", "trial_name")
 STIM_COORDS = ("stim_type", "call_type", "stim_class", "duration")
 NEURON_COORDS = ("animal", "sex", "cell_id", "site", "sort_type", "electrode", "sort_id",
                  "ldepth", "rdepth", "subsort_id")
@@ -57,7 +59,7 @@ class Rows:
     start: np.ndarray       # offset into its store's spike_time
     size: np.ndarray
     values: dict            # TRIAL_ATTRS and zscore/tstat/pvalue (per row, from its group)
-    labels: dict            # protocol and trial_name (str, per row)
+    labels: dict            # protocol and trial_name: (code of each row, the distinct strings coded)
 
 
 def _units_table(animal: str, tables: xr.Dataset) -> pd.DataFrame:
@@ -116,7 +118,7 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
     whole-array numpy: per-group and per-row strings are converted once per
     distinct value, never one Python object per row.
     """
-    units, groups, raw, sources, group_md5, places, offset = [], [], [], [], [], [], 0
+    units, groups, raw, sources, group_md5, places, offset, coded = [], [], [], [], [], [], 0, [0, 0]
     for a, (animal, path) in enumerate(paths.items()):
         tables = load_tables(path, names=COLLECTED)
         u, g = _units_table(animal, tables), _groups_table(tables)
@@ -127,20 +129,22 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
         row_g, row_u = tables["row_group"].values, tables["row_unit"].values
         keep = group_kept[row_g] & unit_kept[row_u]
         starts = np.concatenate([[0], np.cumsum(tables["row_size"].values)[:-1]]).astype("i8")
+        protocols = np.asarray(tables["group_protocol"].values, str)
+        trial_codes, trial_names = pd.factorize(tables["row_trial_name"].values[keep])
         raw.append({
             "path": np.full(keep.sum(), a), "unit": row_u[keep] + offset, "group": row_g[keep],
             "trial": tables["row_trial"].values[keep], "start": starts[keep], "size": tables["row_size"].values[keep],
             **{k: tables[f"row_{k}"].values[keep] for k in TRIAL_ATTRS},
             **{k: g[k].values[row_g[keep]] for k in ("zscore", "tstat", "pvalue")},
-            "protocol": np.asarray(tables["group_protocol"].values, str)[row_g[keep]],
-            "trial_name": _as_text(tables["row_trial_name"].values[keep]),
+            "protocol": row_g[keep] + coded[0], "protocols": protocols,
+            "trial_name": trial_codes + coded[1], "trial_names": np.asarray(trial_names).astype(str),
         })
+        coded = [coded[0] + protocols.size, coded[1] + trial_names.size]
         sources.append(_sound_sources(root, animal, g["md5"].to_numpy(), tables))
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
         offset += len(u)
         groups.append(g[group_kept])
-        places.append((animal, u["cell_id"].to_numpy()[group_unit][group_kept],
-                       np.asarray(tables["group_protocol"].values, str)[group_kept],
+        places.append((animal, u["cell_id"].to_numpy()[group_unit][group_kept], protocols[group_kept],
                        tables["group_number"].values[group_kept]))
         group_md5.append(g["md5"].to_numpy())
     units_df = pd.concat(units, ignore_index=True)
@@ -153,21 +157,9 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
     rows = Rows(path=cat["path"], stim=stim_pos, neuron=neuron_pos, trial=cat["trial"].astype("i8"),
                 start=cat["start"], size=cat["size"].astype("i8"),
                 values={k: cat[k] for k in (*TRIAL_ATTRS, "zscore", "tstat", "pvalue")},
-                labels={k: cat[k] for k in ("protocol", "trial_name")})
+                labels={k: (cat[k], cat[f"{k}s"]) for k in ("protocol", "trial_name")})
     sources = pd.concat(sources, ignore_index=True).sort_values("by_name", ascending=False, kind="stable")
     return stims, units_df.drop(columns="_old"), rows, sources.drop(columns="by_name")
-
-
-def _as_text(values: np.ndarray) -> np.ndarray:
-    """``values.astype(str)``, converting each distinct value once (rows repeat a few trial names).
-
-    Examples
-    --------
-    >>> _as_text(np.array([3, 1, 3], "i4"))
-    array(['3', '1', '3'], dtype='<U11')
-    """
-    codes, distinct = pd.factorize(values)
-    return np.asarray(distinct).astype(str)[codes] if values.size else values.astype(str)
 
 
 def _group_places(groups: pd.DataFrame, places: list[tuple]) -> np.ndarray:
@@ -202,12 +194,23 @@ def _sound_sources(root: Path, animal: str, md5: np.ndarray, tables: xr.Dataset)
                      ignore_index=True).drop_duplicates(["md5", "path"])
 
 
-def _dense_labels(rows: Rows, shape: tuple, key: str) -> np.ndarray:
-    """Per-trial strings on the (stim, neuron, trial) grid, ``""`` where there is no trial."""
-    labels = np.asarray(rows.labels[key], dtype=str)
-    out = np.zeros(shape, dtype=labels.dtype if labels.size else "<U1")  # "" everywhere, pages untouched until set
-    out[rows.stim, rows.neuron, rows.trial] = labels
-    return out
+def _label_codes(rows: Rows, shape: tuple, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trial strings on the (stim, neuron, trial) grid as codes into a table, ``""`` where there is no trial.
+
+    ``table[codes]`` are the strings; see :class:`aa4xr.backend.LabelArray`.
+
+    Examples
+    --------
+    >>> rows = Rows(*(np.array([0]),) * 6, values={}, labels={"protocol": (np.array([1]), np.array(["a", "bc"]))})
+    >>> codes, table = _label_codes(rows, (1, 1, 2), "protocol")
+    >>> table[codes].tolist()
+    [[['bc', '']]]
+    """
+    codes, distinct = rows.labels[key]
+    table = np.append(distinct, "") if codes.size else np.array([""])
+    grid = np.full(shape, table.size - 1, np.int32)
+    grid[rows.stim, rows.neuron, rows.trial] = codes
+    return grid, table
 
 
 def _dense(rows: Rows, shape: tuple, key: str, first_trial: bool = False) -> np.ndarray:
@@ -348,7 +351,8 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
         ds = xr.open_dataset(str(resolve_root(root)), engine="aa4", chunks=chunks, **kwargs)
     for warning in caught:  # raised under xarray's frames: point them at the caller's line again
         warn_user(str(warning.message), warning.category)
-    small = [var for var in ds.variables.values() if var.chunks is not None and not {"time", "sample"} & set(var.dims)]
+    small = [var for name, var in ds.variables.items()
+             if var.chunks is not None and not {"time", "sample"} & set(var.dims) and name not in LABELS]
     for var, values in zip(small, _in_memory([var.data for var in small])):
         var.data = values
     return ds
