@@ -341,10 +341,10 @@ def _check_dataset(ds: xr.Dataset, stimulus: str | None) -> None:
         raise ValueError("the time coordinate must be increasing")
 
 
-Extent = tuple[int, int, int]  # an item's stimulus position, number of trials and of time bins
+_Extent = tuple[int, int, int]  # an item's stimulus position, number of trials and of time bins
 
 
-def _responses(counts: xr.DataArray, extents: list[Extent]) -> _Loaded | _Binned | _Computed:
+def _responses(counts: xr.DataArray, extents: list[_Extent]) -> _Loaded | _Binned | _Computed:
     """The reader of the items' ``(values, mask)`` for ``spike_count`` ``(stim, neuron, trial, time)``."""
     direct = direct_reader(counts)
     if direct:
@@ -370,7 +370,7 @@ class _Loaded:
     ([[[1.0, nan]]], [[[True, False]]])
     """
 
-    def __init__(self, counts: np.ndarray, extents: list[Extent]) -> None:
+    def __init__(self, counts: np.ndarray, extents: list[_Extent]) -> None:
         shapes = [(counts.shape[1], r, t) for _, r, t in extents]
         ends = np.cumsum([int(np.prod(shape)) for shape in shapes], dtype=np.int64)
         buffer = np.empty(int(ends[-1]) if ends.size else 0, counts.dtype)
@@ -392,7 +392,7 @@ class _Binned:
     goes through the array's general indexing).
     """
 
-    def __init__(self, array: SpikeCountArray, positions: tuple[np.ndarray, ...], extents: list[Extent]) -> None:
+    def __init__(self, array: SpikeCountArray, positions: tuple[np.ndarray, ...], extents: list[_Extent]) -> None:
         stim, self.neuron, self.trial, self.time = positions
         self.array, self.extents = array, [(int(stim[s]), r, t) for s, r, t in extents]
         self.unique, order = np.unique(self.neuron, return_inverse=True)
@@ -412,7 +412,7 @@ class _Binned:
 class _Computed:
     """Items of a dask ``spike_count``: each computes its stimulus's slice with the synchronous scheduler."""
 
-    def __init__(self, counts: DaskArray, extents: list[Extent]) -> None:
+    def __init__(self, counts: DaskArray, extents: list[_Extent]) -> None:
         self.counts, self.extents = counts, extents
 
     def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""aa4xr.torch: TorchDataset, collate and the normalisation helpers, on a hand-made Dataset."""
+"""aa4xr.torch: TorchDataset, collate and the normalisation helpers, on a hand-made Dataset and on the ground truth."""
 
 from __future__ import annotations
 
