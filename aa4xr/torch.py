@@ -372,9 +372,13 @@ class _Loaded:
 
     def __init__(self, counts: np.ndarray, extents: list[_Extent]) -> None:
         shapes = [(counts.shape[1], r, t) for _, r, t in extents]
-        ends = np.cumsum([int(np.prod(shape)) for shape in shapes], dtype=np.int64)
-        buffer = np.empty(int(ends[-1]) if ends.size else 0, counts.dtype)
-        self.values = [buffer[end - np.prod(shape):end].reshape(shape) for end, shape in zip(ends.tolist(), shapes)]
+        sizes = np.array([np.prod(shape) for shape in shapes], np.int64)
+        line = 64 // counts.dtype.itemsize  # each item starts on a 64-byte line, as a tensor of its own would
+        spans = -(-sizes // line) * line
+        buffer = np.empty(int(spans.sum()) + line, counts.dtype)
+        buffer = buffer[(-buffer.ctypes.data % 64) // counts.dtype.itemsize:]
+        self.values = [buffer[start:start + size].reshape(shape)
+                       for start, size, shape in zip((np.cumsum(spans) - spans).tolist(), sizes.tolist(), shapes)]
         for values, (s, r, t) in zip(self.values, extents):
             values[...] = counts[s, :, :r, :t]
         self.masks = [_mask(values) for values in self.values]
