@@ -81,7 +81,7 @@ class Layout:
         """Rows of the cells ``stim x neuron x trial`` (sorted unique positions) and each row's flat cell."""
         pair = (stim[:, None] * self.shape[1] + neuron[None, :]).ravel()
         lo, n = self.pair_ptr[pair], self.pair_ptr[pair + 1] - self.pair_ptr[pair]
-        rows = gather(np.arange(self.row_trial.size), lo, n)
+        rows = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(n.sum())  # the rows lo .. lo + n of each pair
         place = np.full(self.shape[2], -1)
         place[trial] = np.arange(trial.size)
         r = place[self.row_trial[rows]]
@@ -116,8 +116,8 @@ class Layout:
         rows, cell = rows[by_path], cell[by_path]
         sizes = self.row_size[rows]
         spikes = np.concatenate([np.empty(0)] + [
-            gather(spike_times(self.paths[p]), self.row_start[rows[self.row_path[rows] == p]],
-                   sizes[self.row_path[rows] == p]) for p in np.unique(self.row_path[rows])])
+            row_spikes(self.paths[p], self.row_start[rows[self.row_path[rows] == p]], sizes[self.row_path[rows] == p])
+            for p in np.unique(self.row_path[rows])])
         t0, t1 = int(time[0]), int(time[-1]) + 1
         pair_stim = stim[cell // (neuron.size * trial.size)]
         block = count_block(spikes, None, sizes, cell,
@@ -126,24 +126,66 @@ class Layout:
         return block if t1 - t0 == time.size else block[..., time - t0]
 
 
-def spike_times(path: str) -> np.ndarray:
-    """A store's ``spike_time``, memory-mapped when stored contiguous and uncompressed, else read whole.
+def row_spikes(path: str, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The spikes of a store's rows (``spike_time[start:start + size]`` each, concatenated).
 
-    Kept per process while the file is the same (path, inode and mtime): a
-    rebuilt store is mapped afresh.
+    Gathered from the store's memory map when ``spike_time`` is stored
+    contiguous and uncompressed. A chunked (checksummed) ``spike_time`` is
+    read over the spans the rows cover (rows a chunk or less apart share
+    one) when those are under a quarter of it: a stimulus's rows lie
+    together, a neuron's lie in one run per stimulus. Otherwise it is read
+    whole once and kept for the process, while the file is the same (path,
+    inode and mtime).
     """
     stat = os.stat(path)
-    return _spike_times(path, stat.st_ino, stat.st_mtime_ns)
+    key = (path, stat.st_ino, stat.st_mtime_ns)
+    mapped, length = _mapped(*key)
+    if mapped is not None:
+        return gather(mapped, starts, sizes)
+    if not starts.size:
+        return np.empty(0)
+    lo, hi, run = _spans(starts, sizes, gap=2**16)
+    if (hi - lo).sum() >= length // 4:
+        return gather(_whole(*key), starts, sizes)
+    with h5py.File(path, "r") as f:
+        dset = f["spike_time"]
+        spans = np.concatenate([dset[a:b] for a, b in zip(lo, hi)])
+    return gather(spans, starts - lo[run] + (np.cumsum(hi - lo) - (hi - lo))[run], sizes)
+
+
+def _spans(starts: np.ndarray, sizes: np.ndarray, gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spans ``[lo, hi)`` covering rows, merged when less than ``gap`` apart, and each row's span.
+
+    Examples
+    --------
+    >>> _spans(np.array([100, 0, 5]), np.array([2, 3, 1]), gap=10)
+    (array([  0, 100]), array([  6, 102]), array([1, 0, 0]))
+    """
+    order = np.argsort(starts, kind="stable")
+    begin, end = starts[order], (starts + sizes)[order]
+    reach = np.maximum.accumulate(end)
+    new = np.r_[True, begin[1:] > reach[:-1] + gap]
+    first = np.flatnonzero(new)
+    run = np.empty(starts.size, np.intp)
+    run[order] = np.cumsum(new) - 1
+    return begin[first], np.maximum.reduceat(end, first), run
 
 
 @functools.lru_cache(maxsize=64)
-def _spike_times(path: str, inode: int, mtime_ns: int) -> np.ndarray:
+def _mapped(path: str, inode: int, mtime_ns: int) -> tuple[np.ndarray | None, int]:
+    """A store's ``spike_time`` memory-mapped (None when chunked or not native) and its length."""
     with h5py.File(path, "r") as f:
         dset = f["spike_time"]
         offset = dset.id.get_offset()
         if offset is None or dset.chunks is not None or not dset.dtype.isnative:
-            return dset[()]
-        return np.memmap(path, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape)
+            return None, dset.shape[0]
+        return np.memmap(path, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape), dset.shape[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _whole(path: str, inode: int, mtime_ns: int) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f["spike_time"][()]
 
 
 @functools.lru_cache(maxsize=4)
