@@ -8,6 +8,12 @@ one run and print one table: the ingest baselines and aa4xr's cold open
 (from ``ingest.py``), then with the store in place: warm open at 1 ms, one
 neuron's PSTH over all its stimuli at 1 ms, one stimulus's population PSTH at
 1 ms, and export of the whole Dataset at 5 ms to netCDF (time, file size).
+
+Issue 12's full-corpus targets (warm open, one neuron's and one stimulus's
+PSTH, binning everything, the pickled graph) against an older checkout, in
+one run, with the load average of each stage::
+
+    python benchmarks/backend.py --root /path/to/full/corpus --targets --old /path/to/old/checkout
 """
 
 from __future__ import annotations
