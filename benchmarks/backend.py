@@ -9,7 +9,8 @@
 
 Each stage runs in a fresh subprocess (peak memory = that process) with
 the code tree on ``PYTHONPATH`` and one shared store (warm opens); the
-libraries (aa4xr, xarray, dask.array) are imported before the clock, and
+libraries (aa4xr, xarray, dask.array, and distributed, which dask imports
+on a process's first compute) are imported before the clock, and
 each line notes the 1-minute load average when its stage ended (the
 machine may be shared). All at ``dt=1 ms``, ``spectrogram=False``, every
 sort type:
@@ -142,8 +143,13 @@ TARGETS = (("open", "open_s", 0.5, "warm open, s"), ("neuron_psth", "work_s", 0.
 
 
 def measure(stage: str, root: Path) -> None:
-    import dask.array  # noqa: F401  (library imports are not the open's work)
+    import importlib.util
+
+    import dask.array  # noqa: F401  (library imports are not the stages' work)
     import xarray  # noqa: F401
+
+    if importlib.util.find_spec("distributed"):  # dask imports it on a process's first compute
+        import distributed  # noqa: F401
 
     import aa4xr
 
