@@ -109,9 +109,14 @@ def string_order(n: int) -> np.ndarray:
 
 def _fits(presentation: np.ndarray, first_id: np.ndarray) -> bool:
     """Whether first ids (NaN = silent) increase along the given presentation order."""
-    ids = first_id[np.argsort(presentation)]
-    ids = ids[~np.isnan(ids)]
-    return bool(np.all(np.diff(ids) > 0))
+    previous = -np.inf
+    for i in np.argsort(presentation).tolist():
+        value = first_id[i]
+        if value == value:  # not NaN
+            if value <= previous:
+                return False
+            previous = value
+    return True
 
 
 def trial_rule(names: np.ndarray, first_id: np.ndarray) -> tuple[str, set[str]]:
@@ -121,7 +126,7 @@ def trial_rule(names: np.ndarray, first_id: np.ndarray) -> tuple[str, set[str]]:
     ----------
     names : ndarray of int
         The trial group names, in numeric order.
-    first_id : ndarray
+    first_id : sequence of float
         Each trial's first ``spike_ids`` value, NaN for a silent trial.
 
     Returns
@@ -199,11 +204,8 @@ def _read_trial(where: str, attrs: dict, arrays: dict[str, np.ndarray], path: Pa
         if times.dtype.kind != "f":
             raise _fail(path, f"{where}/spike_times", f"integer values {times[:3].tolist()}...; "
                         "expected float seconds (only a trial without spikes stores the integer -999)")
-        if not np.isfinite(times).all():
-            raise _fail(path, f"{where}/spike_times", "holds NaN or infinite values; expected finite seconds")
         if ids is not None and ids.size != times.size:
             raise _fail(path, where, f"{times.size} spike_times but {ids.size} spike_ids")
-        times = times.astype("f8", copy=False)
         first, last = (float(ids[0]), float(ids[-1])) if ids is not None else (np.nan, np.nan)
     # float attributes (numpy float64 included) go to the table as they are
     return times, first, last, {k: v if isinstance(v, float) else decode_attr(v) for k, v in attrs.items()}
@@ -260,30 +262,35 @@ def _read_tree(root: Group, path: Path) -> Unit:
             children = _integer_members(stim, path, "trial")
             if not children:
                 raise _fail(path, stim.path, "holds no trial groups; expected one group per trial")
-            read = [_read_trial(f"{stim.path}/{child}", attrs, arrays, path)
-                    for (_, child), (_, attrs, arrays) in zip(children, stim.children([c for _, c in children],
-                                                                                      TRIAL_DATASETS))]
+            where = [f"{stim.path}/{child}" for _, child in children]
+            read = [_read_trial(w, tattrs, arrays, path)
+                    for w, (_, tattrs, arrays) in zip(where, stim.children([c for _, c in children], TRIAL_DATASETS))]
             names = np.array([n for n, _ in children])
-            first = np.array([r[1] for r in read])
+            first = [r[1] for r in read]
             kind, fitting = trial_rule(names, first)
             kinds.append((stim.path, kind, fitting))
             groups.append({"protocol": protocol, "number": number, **gattrs})
             trials.append([{"group": len(groups) - 1, "trial_name": n, "count": r[0].size, "first_id": r[1],
                             "last_id": r[2], **r[3]} for n, r in zip(names, read)])
-            spikes.append([r[0] for r in read])
+            spikes.append([(r[0], w) for r, w in zip(read, where)])
     rules, file_rule, disagreements = _decide_rules(kinds, root.features)
-    ordered, flat = [], []
+    ordered, flat, presentation = [], [], []
     for g, (rows, times, rule) in enumerate(zip(trials, spikes, rules)):
-        order = np.argsort(string_order(len(rows))) if rule == "string" else range(len(rows))
-        ordered += [{**rows[i], "presentation": p} for p, i in enumerate(order)]
+        order = np.argsort(string_order(len(rows))).tolist() if rule == "string" else range(len(rows))
+        ordered += [rows[i] for i in order]
         flat += [times[i] for i in order]
+        presentation.append(np.arange(len(rows)))
         groups[g]["trial_rule"] = rule
-    trials_df = _trial_table(ordered)
+    trials_df = _trial_table(ordered, np.concatenate(presentation) if presentation else np.empty(0, int))
+    spike_times = np.concatenate([times for times, _ in flat]).astype("f8", copy=False) if flat else np.empty(0)
+    if not np.isfinite(spike_times).all():
+        where = next(where for times, where in flat if not np.isfinite(times).all())
+        raise _fail(path, f"{where}/spike_times", "holds NaN or infinite values; expected finite seconds")
     if disagreements:
         warn_user(f"{path}: spike_ids of {len(disagreements)} stimulus group(s) agree with neither trial "
                   f"naming rule (numeric, MATLAB string order); numeric order kept: {', '.join(disagreements)}")
     return Unit(attrs=attrs, groups=pd.DataFrame(groups), trials=trials_df,
-                spike_times=np.concatenate(flat) if flat else np.empty(0), features=root.features,
+                spike_times=spike_times, features=root.features,
                 trial_rule=file_rule, disagreements=disagreements)
 
 
@@ -314,9 +321,10 @@ def _decide_rules(kinds: list[tuple[str, str, set]], features: Features) -> tupl
     return rules, file_rule, disagreements
 
 
-def _trial_table(rows: list[dict]) -> pd.DataFrame:
+def _trial_table(rows: list[dict], presentation: np.ndarray) -> pd.DataFrame:
     columns = ["group", "trial_name", "presentation", "count", "first_id", "last_id", *TRIAL_ATTRS]
     trials = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    trials["presentation"] = presentation
     for key in TRIAL_ATTRS:
         trials[key] = pd.to_numeric(trials[key], errors="coerce") if key in trials else np.nan
     extra = [c for c in trials.columns if c not in columns]
