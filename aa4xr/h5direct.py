@@ -71,7 +71,6 @@ _SHAPE_KEYS: dict[tuple, str] = {}
 _BLOCKS: dict[tuple[bytes, int], list["_Block"]] = {}  # object header blocks by their first message and size
 _FIRST = itemgetter(0)
 _KEYS: dict[int, struct.Struct] = {}  # keys and children of a B-tree node, by entries used
-_ATTRS: dict[bytes, tuple] = {}
 _HEAPS: dict[bytes, "_Names"] = {}  # local heaps by their bytes
 _TEXT: dict[bytes, str] = {}  # member names, decoded
 IEEE = {4: (31, 23, 8, 0, 23, 127), 8: (63, 52, 11, 0, 52, 1023)}
@@ -259,9 +258,10 @@ class _File:
 class _Header:
     """One v1 object header: the object's kind and where its messages lie.
 
-    ``attributes`` lists the ``(start, end)`` of each attribute message;
-    ``stab``, ``dtype``, ``space``, ``layout`` those of the symbol-table,
-    datatype, dataspace and layout messages (None when absent).
+    ``stab`` is the position of the symbol-table message's data; ``dtype``,
+    ``space`` and ``layout`` the ``(start, end)`` of the datatype, dataspace
+    and layout messages (None when absent); ``attributes`` the ``(position,
+    block)`` of each header block holding attribute messages.
     """
 
     __slots__ = ("kind", "stab", "attributes", "dtype", "space", "layout")
@@ -273,34 +273,32 @@ class _Header:
         version, _, nmesgs, _, size = _PREFIX.unpack_from(buf, addr)
         _check(version == 1, "object header not version 1")
         stab = dtype = space = layout = None
-        attributes: list[tuple[int, int]] = []
+        attributes: list[tuple[int, _Block]] = []
         pos, end, count, chunks, seen = addr + 16, addr + 16 + size, 0, [], {addr}
         while True:
             if end > eof:
                 raise Corrupt("object header beyond the end of the file")
-            for mtype, start, stop in _block(buf, pos, end).messages:
-                start += pos
-                stop += pos
-                count += 1
-                if mtype == ATTRIBUTE:
-                    attributes.append((start, stop))
-                elif mtype in IGNORED:
-                    continue
-                elif mtype == DATASPACE and space is None:
-                    space = (start, stop)
-                elif mtype == DATATYPE and dtype is None:
-                    dtype = (start, stop)
-                elif mtype == LAYOUT and layout is None:
-                    layout = (start, stop)
-                elif mtype == STAB and stab is None:
-                    stab = (start, stop)
-                elif mtype == CONTINUATION:
-                    caddr, clen = _QQ.unpack_from(buf, start)
-                    _check(caddr not in seen and len(seen) < MAX_CHUNKS, "continuation cycle")
-                    seen.add(caddr)
-                    chunks.append((caddr, caddr + clen))
-                else:
-                    raise Unsupported(f"object header message type {mtype:#x} repeated")
+            block = _block(buf, pos, end)
+            count += block.count
+            if block.attributes:
+                attributes.append((pos, block))
+            if block.stab is not None:
+                _check(stab is None, "symbol table message repeated")
+                stab = pos + block.stab
+            if block.dtype is not None:
+                _check(dtype is None, "datatype message repeated")
+                dtype = (pos + block.dtype[0], pos + block.dtype[1])
+            if block.space is not None:
+                _check(space is None, "dataspace message repeated")
+                space = (pos + block.space[0], pos + block.space[1])
+            if block.layout is not None:
+                _check(layout is None, "layout message repeated")
+                layout = (pos + block.layout[0], pos + block.layout[1])
+            for start in block.continuations:
+                caddr, clen = _QQ.unpack_from(buf, pos + start)
+                _check(caddr not in seen and len(seen) < MAX_CHUNKS, "continuation cycle")
+                seen.add(caddr)
+                chunks.append((caddr, caddr + clen))
             if not chunks:
                 break
             pos, end = chunks.pop()
@@ -319,22 +317,42 @@ class _Block:
     every block whose structural bytes are the same (the headers of a file's trials
     differ only in addresses, shapes and values).
 
-    ``messages`` holds ``(type, start, stop)`` of each message's data and
-    ``checks`` the ``(start, stop, bytes)`` a block must share with this one:
-    every message prefix, and the whole of messages whose content is checked
-    once (datatypes, fill values, times). Offsets are relative to the block.
+    ``checks`` holds the ``(start, stop, bytes)`` a block must share with this
+    one: every message prefix, each attribute message up to its value, and the
+    whole of messages whose content is checked once (datatypes, fill values,
+    times). ``count`` is the number of messages; ``stab`` the start of the
+    symbol-table message's data, ``dtype``, ``space``, ``layout`` the
+    ``(start, stop)`` of those messages (None when absent), ``continuations``
+    the starts of continuation messages and ``attributes`` the ``(start,
+    stop)`` of attribute messages. ``plan`` is how to read the attributes,
+    made on first use (:func:`_attribute_plan`). Offsets are relative to the block.
     """
 
-    __slots__ = ("messages", "checks")
+    __slots__ = ("checks", "count", "stab", "dtype", "space", "layout", "continuations", "attributes", "plan")
 
-    def __init__(self, messages: tuple, checks: tuple):
-        self.messages, self.checks = messages, checks
+    def __init__(self, checks: tuple, messages: list[tuple[int, int, int]]):
+        self.checks, self.count, self.plan = checks, len(messages), None
+        singles: dict[int, tuple[int, int]] = {}
+        continuations, attributes = [], []
+        for mtype, start, stop in messages:
+            if mtype == ATTRIBUTE:
+                attributes.append((start, stop))
+            elif mtype == CONTINUATION:
+                continuations.append(start)
+            elif mtype in _SINGLE:
+                _check(mtype not in singles, f"object header message type {mtype:#x} repeated")
+                singles[mtype] = (start, stop)
+        self.continuations, self.attributes = tuple(continuations), tuple(attributes)
+        self.dtype, self.space, self.layout = singles.get(DATATYPE), singles.get(DATASPACE), singles.get(LAYOUT)
+        self.stab = singles[STAB][0] if STAB in singles else None
 
 
 #: Message types whose whole bytes a reused block must share (checked once when parsed).
 _STRUCTURAL = IGNORED - {NIL} | {DATATYPE}
+#: Message types at most one of which an object header holds.
+_SINGLE = frozenset({DATASPACE, DATATYPE, LAYOUT, STAB})
 #: Message types this reader handles.
-_KNOWN = IGNORED | {DATASPACE, DATATYPE, LAYOUT, ATTRIBUTE, STAB, CONTINUATION}
+_KNOWN = IGNORED | _SINGLE | {ATTRIBUTE, CONTINUATION}
 
 
 def _block(buf: bytes, pos: int, end: int) -> _Block:
@@ -372,6 +390,8 @@ def _parse_block(buf: bytes, pos: int, end: int) -> _Block:
             if mtype != DATATYPE:
                 _check_ignored(buf, mtype, start, msize)
             checked = stop
+        elif mtype == ATTRIBUTE:
+            checked = _attribute_data(buf, start, stop)
         else:
             checked = start
         if ranges and ranges[-1][1] == p - pos:
@@ -380,7 +400,7 @@ def _parse_block(buf: bytes, pos: int, end: int) -> _Block:
             ranges.append([p - pos, checked - pos])
         messages.append((mtype, start - pos, stop - pos))
         p = stop
-    return _Block(tuple(messages), tuple((a, b, buf[pos + a:pos + b]) for a, b in ranges))
+    return _Block(tuple((a, b, buf[pos + a:pos + b]) for a, b in ranges), messages)
 
 
 def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
@@ -405,7 +425,7 @@ def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
 
 def _links(f: _File, header: _Header) -> dict[str, int]:
     """A symbol-table group's members: name -> object header address, in name order."""
-    btree, heap = _QQ.unpack_from(f.buf, header.stab[0])
+    btree, heap = _QQ.unpack_from(f.buf, header.stab)
     names = _local_heap(f, heap)
     out: dict[str, int] = {}
     siblings: dict[int, tuple[int, int]] = {}
@@ -579,18 +599,13 @@ class DirectGroup:
                 kinds, arrays = {}, {}
                 for member, maddr in _links(f, h).items():
                     mh = header(maddr)
-                    kinds[member] = mh.kind
-                    if mh.kind == DATASET and member in wanted:
-                        data, type_name = _dataset(f, mh)
-                        arrays[member] = data
-                        shapes.append(_shape_label(type_name, data.shape))
-                pairs = [_attribute(f, start, end, numbers, strings) for start, end in h.attributes]
+                    kind = kinds[member] = mh.kind
+                    if kind == DATASET and member in wanted:
+                        arrays[member], label = _dataset(f, mh)
+                        shapes.append(label)
+                out.append((kinds, _attributes(f, h, numbers, strings), arrays))
             except MALFORMED as exc:
                 raise Corrupt(f"malformed group {self.path}/{name} ({exc})") from exc
-            pairs.sort(key=_FIRST)
-            attrs = dict(pairs)
-            _check(len(attrs) == len(pairs), "repeated attribute name")
-            out.append((kinds, attrs, arrays))
         features = self.features
         features.numbers.update(numbers)
         features.strings.update(strings)
@@ -599,14 +614,12 @@ class DirectGroup:
 
     def attrs(self) -> dict[str, Any]:
         """Every attribute, in name order, as :meth:`aa4xr.hdf5.H5pyGroup.attrs` returns it."""
-        f, numbers, strings = self._file, [], []
+        numbers: list[str] = []
+        strings: list[str] = []
         try:
-            pairs = [_attribute(f, start, end, numbers, strings) for start, end in self._header.attributes]
+            out = _attributes(self._file, self._header, numbers, strings)
         except MALFORMED as exc:
             raise Corrupt(f"malformed attribute of {self.path} ({exc})") from exc
-        pairs.sort(key=_FIRST)
-        out = dict(pairs)
-        _check(len(out) == len(pairs), "repeated attribute name")
         if numbers:
             self.features.numbers.update(numbers)
         if strings:
@@ -617,10 +630,10 @@ class DirectGroup:
         """The member dataset ``name``: a new array of its stored shape and type."""
         h = self._child(name, DATASET)
         try:
-            data, type_name = _dataset(self._file, h)
+            data, label = _dataset(self._file, h)
         except MALFORMED as exc:
             raise Corrupt(f"malformed dataset {self.path}/{name} ({exc})") from exc
-        self.features.shapes[_shape_label(type_name, data.shape)] += 1
+        self.features.shapes[label] += 1
         return data
 
 
@@ -635,7 +648,8 @@ def _shape_label(type_name: str, shape: tuple[int, ...]) -> str:
 
 
 def _dataset(f: _File, h: _Header) -> tuple[np.ndarray, str]:
-    """The values of a contiguous or compact dataset of numbers, and their type's name."""
+    """The values of a contiguous or compact dataset of numbers, and how
+    :class:`Features` counts it (:func:`_shape_label`)."""
     buf = f.buf
     t = _datatype(buf, *h.dtype)
     pos, end = h.space
@@ -657,48 +671,147 @@ def _dataset(f: _File, h: _Header) -> tuple[np.ndarray, str]:
         addr, size = _QQ.unpack_from(buf, pos + 2)
         if addr == UNDEFINED:
             _check(nbytes == 0, "contiguous dataset without storage (fill value)")
-            return np.empty(shape, t.dtype), t.name
+            return np.empty(shape, t.dtype), _shape_label(t.name, shape)
         _check(size == nbytes, "contiguous storage size")
         data = np.frombuffer(buf, t.dtype, n, f.span(addr, size))
-        return (data.copy() if len(shape) == 1 else data.reshape(shape).copy()), t.name
+        return (data.copy() if len(shape) == 1 else data.reshape(shape).copy()), _shape_label(t.name, shape)
     if buf[pos + 1] == 0:  # compact
         size = struct.unpack_from("<H", buf, pos + 2)[0]
         _check(size == nbytes and pos + 4 + size <= end, "compact storage size")
-        return np.frombuffer(buf, t.dtype, n, pos + 4).reshape(shape).copy(), t.name
+        return np.frombuffer(buf, t.dtype, n, pos + 4).reshape(shape).copy(), _shape_label(t.name, shape)
     raise Unsupported(f"layout class {buf[pos + 1]} (chunked or virtual)")
 
 
-def _attribute(f: _File, pos: int, end: int, numbers: list, strings: list) -> tuple[str, Any]:
-    """Decode one attribute message: (name, value as h5py returns it).
-
-    Appends its type to ``numbers`` or its string encoding to ``strings``.
-    """
-    buf = f.buf
-    _check(end - pos >= 8, "attribute message too short")
+def _attribute_data(buf: bytes, pos: int, end: int) -> int:
+    """Where the value of the attribute message ``buf[pos:end]`` starts: ``end``
+    when its header does not parse (the whole message is then structural, and
+    reading it raises)."""
+    if end - pos < 8:
+        return end
     version, nsize, tsize, ssize = _ATTR1.unpack_from(buf, pos)
     if version == 1:
         start = pos + 8 + (nsize + 7 & ~7) + (tsize + 7 & ~7) + (ssize + 7 & ~7)
     elif version == 2 or version == 3:
         start = pos + 8 + (version == 3) + nsize + tsize + ssize
     else:
+        return end
+    return start if start <= end else end
+
+
+class _Plan:
+    """How to read the attribute messages of a header block.
+
+    ``entries`` holds ``(name, type, shape, n, start)`` per attribute in name
+    order (``start``: where its value lies, relative to the block);
+    ``numbers`` the type names of its numbers. When every attribute is an
+    8-byte little-endian number scalar, ``unpack`` reads all their values at
+    once and ``fast`` holds ``(name, make, index)``: the value of ``name`` is
+    ``make(values[index])``.
+    """
+
+    __slots__ = ("entries", "numbers", "unpack", "fast")
+
+    def __init__(self, entries: list[tuple]):
+        entries.sort(key=_FIRST)
+        _check(len({entry[0] for entry in entries}) == len(entries), "repeated attribute name")
+        self.entries = tuple(entries)
+        self.numbers = tuple(t.name for _, t, shape, _, _ in entries if t.kind == "number" and shape is not None)
+        self.unpack = self.fast = None
+        if all(t.scalar is not None and shape == () and t.dtype.str[0] == "<" for _, t, shape, _, _ in entries):
+            by_offset = sorted(range(len(entries)), key=lambda i: entries[i][4])
+            fmt, at = "<", 0
+            for i in by_offset:
+                t, start = entries[i][1], entries[i][4]
+                fmt += f"{start - at}x{t.dtype.char}"
+                at = start + 8
+            self.unpack = struct.Struct(fmt).unpack_from
+            self.fast = tuple((entries[i][0], entries[i][1].dtype.type, by_offset.index(i)) for i in range(len(entries)))
+
+
+def _attribute_plan(buf: bytes, pos: int, block: _Block) -> _Plan:
+    """How to read the attributes of the header block at ``pos``."""
+    entries = []
+    for start, stop in block.attributes:
+        name, t, shape, n, data = _attribute_header(buf, pos + start, pos + stop)
+        entries.append((name, t, shape, n, data - pos))
+    return _Plan(entries)
+
+
+def _attribute_header(buf: bytes, pos: int, end: int) -> tuple[str, _Type, tuple | None, int, int]:
+    """Name, type, shape, number of values and data position of the attribute message ``buf[pos:end]``."""
+    _check(end - pos >= 8, "attribute message too short")
+    version, nsize, tsize, ssize = _ATTR1.unpack_from(buf, pos)
+    if version == 1:
+        p_name = 8
+        p_type = p_name + (nsize + 7 & ~7)
+        p_space = p_type + (tsize + 7 & ~7)
+        start = p_space + (ssize + 7 & ~7)
+    elif version == 2 or version == 3:
+        _check(buf[pos + 1] == 0, "shared attribute datatype or dataspace")
+        p_name = 9 if version == 3 else 8
+        p_type, p_space = p_name + nsize, p_name + nsize + tsize
+        start = p_space + ssize
+    else:
         raise Unsupported(f"attribute message version {version}")
-    _check(start <= end, "attribute message bounds")
-    key = buf[pos:start]
-    plan = _ATTRS.get(key)
+    _check(pos + start <= end, "attribute message bounds")
+    key = buf[pos:pos + start]
+    raw = key[p_name:p_name + nsize]
+    _check(nsize > 0 and raw.find(b"\0") == nsize - 1, "attribute name")
+    try:
+        name = raw[:-1].decode()
+    except UnicodeDecodeError:
+        raise Unsupported("attribute name is not UTF-8") from None
+    t = _decode_datatype(key, p_type, p_type + tsize)
+    shape = _dataspace(key, p_space, p_space + ssize)
+    n = 1
+    for d in shape or ():
+        n *= d
+    if shape is not None:
+        _check(pos + start + n * t.size <= end, "attribute data bounds")
+    return name, t, shape, n, pos + start
+
+
+def _attributes(f: _File, header: _Header, numbers: list, strings: list) -> dict[str, Any]:
+    """Every attribute of an object, in name order: name -> value as h5py returns it.
+
+    Appends the type of each number to ``numbers`` and the encoding of each
+    string to ``strings``.
+    """
+    blocks = header.attributes
+    if len(blocks) == 1:
+        return _block_attributes(f, *blocks[0], numbers, strings)
+    pairs = sorted((pair for pos, block in blocks for pair in _block_attributes(f, pos, block, numbers, strings).items()),
+                   key=_FIRST)
+    out = dict(pairs)
+    _check(len(out) == len(pairs), "repeated attribute name")
+    return out
+
+
+def _block_attributes(f: _File, pos: int, block: _Block, numbers: list, strings: list) -> dict[str, Any]:
+    """The attributes of the header block at ``pos``, in name order."""
+    plan = block.plan
     if plan is None:
-        plan = _attribute_plan(key, version, nsize, tsize, ssize)
-        _remember(_ATTRS, key, plan)
-    name, t, shape, n = plan
+        plan = block.plan = _attribute_plan(f.buf, pos, block)
+    numbers += plan.numbers
+    if plan.fast is not None:
+        values = plan.unpack(f.buf, pos)
+        return {name: make(values[i]) for name, make, i in plan.fast}
+    return {name: _attribute_value(f, t, shape, n, pos + start, strings) for name, t, shape, n, start in plan.entries}
+
+
+def _attribute_value(f: _File, t: _Type, shape: tuple | None, n: int, start: int, strings: list) -> Any:
+    """An attribute's value as h5py returns it, from its data at ``start``.
+
+    Appends its string encoding to ``strings``.
+    """
     if shape is None:
-        return name, None
-    _check(start + n * t.size <= end, "attribute data bounds")
-    kind = t.kind
+        return None
+    buf, kind = f.buf, t.kind
     if kind == "number":
-        numbers.append(t.name)
         if t.scalar is not None and not shape:
-            return name, t.scalar(buf, start)
+            return t.scalar(buf, start)
         value = np.frombuffer(buf, t.dtype, n, start).reshape(shape).copy()
-        return name, value if shape else value[()]
+        return value if shape else value[()]
     if kind == "fixed":
         texts, no_nul = _strings(buf[start:start + n * t.size], t, n)
         kind = f"fixed {STRPAD[t.pad]}"
@@ -717,34 +830,10 @@ def _attribute(f: _File, pos: int, end: int, numbers: list, strings: list) -> tu
                 texts.append(text.decode("utf-8", "replace"))
     strings.append(kind)
     if not shape:
-        return name, texts[0]
+        return texts[0]
     out = np.empty(n, dtype=object)
     out[:] = texts
-    return name, out.reshape(shape)
-
-
-def _attribute_plan(key: bytes, version: int, nsize: int, tsize: int, ssize: int) -> tuple:
-    """Name, type, shape and size of an attribute from its message up to its data."""
-    if version == 1:
-        p_name = 8
-        p_type = p_name + (nsize + 7 & ~7)
-        p_space = p_type + (tsize + 7 & ~7)
-    else:
-        _check(key[1] == 0, "shared attribute datatype or dataspace")
-        p_name = 9 if version == 3 else 8
-        p_type, p_space = p_name + nsize, p_name + nsize + tsize
-    raw = key[p_name:p_name + nsize]
-    _check(nsize > 0 and raw.find(b"\0") == nsize - 1, "attribute name")
-    try:
-        name = raw[:-1].decode()
-    except UnicodeDecodeError:
-        raise Unsupported("attribute name is not UTF-8") from None
-    t = _decode_datatype(key, p_type, p_type + tsize)
-    shape = _dataspace(key, p_space, p_space + ssize)
-    n = 1
-    for d in shape or ():
-        n *= d
-    return name, t, shape, n
+    return out.reshape(shape)
 
 
 @contextmanager
