@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -36,16 +36,18 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from .binning import count_block, gather, time_grid
+from .store import CHUNK, StoreError, file_identity, spike_time_of
 
-__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "LabelArray", "Layout", "direct_reader"]
+__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "TrialArray", "Layout", "direct_reader"]
 
 
 @dataclass(frozen=True, eq=False)
 class Layout:
-    """Where every (stim, neuron, trial) cell's spikes lie, rows sorted by cell.
+    """Where every (stim, neuron, trial) cell's spikes lie.
 
-    ``pair_ptr[s * N + n]`` .. ``pair_ptr[s * N + n + 1]`` are the rows of
-    the pair ``(s, n)`` in the ``row_*`` arrays, in trial order.
+    The rows of the pair ``(s, n)`` are the ``pair_count[p]`` rows from
+    ``pair_row[p]`` on (``p = s * N + n``) of the ``row_*`` arrays: each
+    store lists a pair's trials together, so the rows keep the stores' order.
     """
 
     paths: tuple[str, ...]
@@ -54,7 +56,8 @@ class Layout:
     dt: float
     post: float
     durations: np.ndarray
-    pair_ptr: np.ndarray
+    pair_row: np.ndarray
+    pair_count: np.ndarray
     row_path: np.ndarray
     row_start: np.ndarray
     row_size: np.ndarray
@@ -64,23 +67,10 @@ class Layout:
     stim_labels: np.ndarray
     neuron_labels: np.ndarray
 
-    @classmethod
-    def from_rows(cls, rows, paths, shape, time, dt, post, durations, stim_labels, neuron_labels) -> Layout:
-        """From :class:`aa4xr.dataset.Rows` (any order), the grid and the ``stim``/``neuron`` labels."""
-        S, N, T = shape
-        pair = rows.stim.astype("i8") * N + rows.neuron
-        order = np.argsort(pair * T + rows.trial, kind="stable")  # each store's rows come sorted: a merge of runs
-        ptr = np.searchsorted(pair[order], np.arange(S * N + 1)).astype("i8")
-        return cls(tuple(map(str, paths)), tuple(map(int, shape)), np.asarray(time, float), float(dt), float(post),
-                   np.asarray(durations, float), ptr, rows.path[order].astype("i4"), rows.start[order].astype("i8"),
-                   rows.size[order].astype("i8"), rows.trial[order].astype("i4"),
-                   np.asarray(rows.values["pre_time"], float)[order], np.asarray(rows.values["post_time"], float)[order],
-                   np.asarray(stim_labels, str), np.asarray(neuron_labels, str))
-
     def rows_of(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the cells ``stim x neuron x trial`` (sorted unique positions) and each row's flat cell."""
         pair = (stim[:, None] * self.shape[1] + neuron[None, :]).ravel()
-        lo, n = self.pair_ptr[pair], self.pair_ptr[pair + 1] - self.pair_ptr[pair]
+        lo, n = self.pair_row[pair], self.pair_count[pair]
         rows = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(n.sum())  # the rows lo .. lo + n of each pair
         place = np.full(self.shape[2], -1)
         place[trial] = np.arange(trial.size)
@@ -126,30 +116,60 @@ class Layout:
         return block if t1 - t0 == time.size else block[..., time - t0]
 
 
+def pair_runs(rows, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each pair's first row and number of rows, when every pair's rows lie together (else None).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> rows = SimpleNamespace(stim=np.array([1, 1, 0]), neuron=np.array([0, 0, 1]))
+    >>> [a.tolist() for a in pair_runs(rows, (2, 2, 2))]
+    [[0, 2, 0, 0], [0, 1, 2, 0]]
+    >>> pair_runs(SimpleNamespace(stim=np.array([1, 0, 1]), neuron=np.array([0, 0, 0])), (2, 2, 2)) is None
+    True
+    """
+    S, N, _ = shape
+    pair = rows.stim.astype("i8") * N + rows.neuron
+    first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if pair.size else np.zeros(0, np.intp)
+    if np.bincount(pair[first], minlength=S * N).max(initial=0) > 1:
+        return None
+    pair_row, pair_count = np.zeros(S * N, np.int64), np.zeros(S * N, np.int64)
+    pair_row[pair[first]] = first
+    pair_count[pair[first]] = np.diff(np.r_[first, pair.size])
+    return pair_row, pair_count
+
+
+def together_by_pair(rows, shape: tuple[int, int, int]):
+    """The rows (:class:`aa4xr.dataset.Rows`) reordered by (stim, neuron, trial): one stable sort."""
+    _, N, T = shape
+    order = np.argsort((rows.stim.astype("i8") * N + rows.neuron) * T + rows.trial, kind="stable")
+    return replace(rows, **{k: getattr(rows, k)[order] for k in ("path", "stim", "neuron", "trial", "start", "size")},
+                   values={k: v[order] for k, v in rows.values.items()},
+                   labels={k: (codes[order], table) for k, (codes, table) in rows.labels.items()})
+
+
 def row_spikes(path: str, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """The spikes of a store's rows (``spike_time[start:start + size]`` each, concatenated).
 
-    Gathered from the store's memory map when ``spike_time`` is stored
-    contiguous and uncompressed. A chunked (checksummed) ``spike_time`` is
-    read over the spans the rows cover (rows a chunk or less apart share
-    one) when those are under a quarter of it: a stimulus's rows lie
-    together, a neuron's lie in one run per stimulus. Otherwise it is read
-    whole once and kept for the process, while the file is the same (path,
-    inode and mtime).
+    Read through the store's handle kept open by this process (see
+    :func:`aa4xr.store.spike_time_of`), over the spans the rows cover (rows
+    a chunk or less apart share one) when those are under a quarter of it:
+    a stimulus's rows lie together, a neuron's lie in one run per stimulus.
+    Otherwise ``spike_time`` is read whole once and kept for the process,
+    while the file is the same one.
     """
-    stat = os.stat(path)
-    key = (path, stat.st_ino, stat.st_mtime_ns)
-    mapped, length = _mapped(*key)
-    if mapped is not None:
-        return gather(mapped, starts, sizes)
     if not starts.size:
         return np.empty(0)
-    lo, hi, run = _spans(starts, sizes, gap=2**16)
-    if (hi - lo).sum() >= length // 4:
-        return gather(_whole(*key), starts, sizes)
-    with h5py.File(path, "r") as f:
-        dset = f["spike_time"]
-        spans = np.concatenate([dset[a:b] for a, b in zip(lo, hi)])
+    identity = file_identity(path)
+    dset = spike_time_of(identity)
+    lo, hi, run = _spans(starts, sizes, gap=CHUNK)
+    if (hi - lo).sum() >= dset.shape[0] // 4:
+        return gather(_whole(identity), starts, sizes)
+    try:
+        spans = dset[lo[0]:hi[0]] if lo.size == 1 else np.concatenate([dset[a:b] for a, b in zip(lo, hi)])
+    except OSError as exc:
+        raise StoreError(f"{path}: spike_time unreadable ({exc}); rebuild the store with "
+                         "open_aa4(..., rebuild=True) or `aa4xr cache clear`") from exc
     return gather(spans, starts - lo[run] + (np.cumsum(hi - lo) - (hi - lo))[run], sizes)
 
 
@@ -171,21 +191,14 @@ def _spans(starts: np.ndarray, sizes: np.ndarray, gap: int) -> tuple[np.ndarray,
     return begin[first], np.maximum.reduceat(end, first), run
 
 
-@functools.lru_cache(maxsize=64)
-def _mapped(path: str, inode: int, mtime_ns: int) -> tuple[np.ndarray | None, int]:
-    """A store's ``spike_time`` memory-mapped (None when chunked or not native) and its length."""
-    with h5py.File(path, "r") as f:
-        dset = f["spike_time"]
-        offset = dset.id.get_offset()
-        if offset is None or dset.chunks is not None or not dset.dtype.isnative:
-            return None, dset.shape[0]
-        return np.memmap(path, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape), dset.shape[0]
-
-
 @functools.lru_cache(maxsize=8)
-def _whole(path: str, inode: int, mtime_ns: int) -> np.ndarray:
-    with h5py.File(path, "r") as f:
-        return f["spike_time"][()]
+def _whole(identity: tuple) -> np.ndarray:
+    """A store's whole ``spike_time`` (by :func:`aa4xr.store.file_identity`), read once per process."""
+    try:
+        return spike_time_of(identity)[()]
+    except OSError as exc:
+        raise StoreError(f"{identity[0]}: spike_time unreadable ({exc}); rebuild the store with "
+                         "open_aa4(..., rebuild=True) or `aa4xr cache clear`") from exc
 
 
 @functools.lru_cache(maxsize=4)
@@ -195,15 +208,26 @@ def _layout(key: tuple) -> Layout:
 
     root, paths, sort_types, stim_types, dt, pre, post = key
     stims, units, rows, _ = _collect(Path(root), dict(paths), sort_types, stim_types)
-    return _layout_of(rows, paths, stims, units, dt, pre, post)
+    return _layout_of(rows, paths, stims, units, dt, pre, post)[0]
 
 
-def _layout_of(rows, paths, stims, units, dt, pre, post) -> Layout:
-    n_trials = np.bincount(rows.stim.astype("i8") * len(units) + rows.neuron, minlength=len(stims) * len(units))
+def _layout_of(rows, paths, stims, units, dt, pre, post):
+    """The :class:`Layout` of :class:`aa4xr.dataset.Rows`, and the rows in its order.
+
+    The stores list each pair's rows together, so they keep their order;
+    rows that do not are placed by one sort (see :func:`together_by_pair`).
+    """
+    shape = (len(stims), len(units), int(rows.trial.max(initial=-1)) + 1)
+    runs = pair_runs(rows, shape)
+    if runs is None:
+        rows = together_by_pair(rows, shape)
+        runs = pair_runs(rows, shape)
     durations = stims["duration"].to_numpy("f8")
-    time = time_grid(durations, dt, pre, post)
-    return Layout.from_rows(rows, [p for _, p in paths], (len(stims), len(units), int(n_trials.max(initial=0))),
-                            time, dt, post, durations, stims["md5"].to_numpy(str), units["neuron"].to_numpy(str))
+    layout = Layout(tuple(str(p) for _, p in paths), shape, time_grid(durations, dt, pre, post), float(dt),
+                    float(post), durations, *runs, rows.path, rows.start, rows.size, rows.trial,
+                    np.asarray(rows.values["pre_time"], float), np.asarray(rows.values["post_time"], float),
+                    stims["md5"].to_numpy(str), units["neuron"].to_numpy(str))
+    return layout, rows
 
 
 def _positions(k, n: int) -> np.ndarray:
@@ -238,39 +262,73 @@ class SpikeCountArray(BackendArray):
         return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
 
     def _getitem(self, key: tuple) -> np.ndarray:
-        wanted = [_positions(k, n) for k, n in zip(key, self.shape)]
-        unique = [np.unique(w, return_inverse=True) for w in wanted]
-        out = self.layout.bin(*(u for u, _ in unique))
-        if any(u.size != w.size or (u.size and (u != w).any()) for (u, _), w in zip(unique, wanted)):
-            out = out[np.ix_(*(inv.ravel() for _, inv in unique))]
-        drop = tuple(i for i, k in enumerate(key) if not isinstance(k, slice) and np.ndim(k) == 0)
-        return out.squeeze(axis=drop) if drop else out
+        return _outer(key, self.shape, self.layout.bin)
 
 
-class LabelArray(BackendArray):
-    """Strings on a grid, looked up on access: ``table[codes[key]]``.
+def _outer(key: tuple, shape: tuple[int, ...], read) -> np.ndarray:
+    """An outer index ``key`` of an array of ``shape``, through ``read(*positions)`` of sorted unique positions.
 
-    ``protocol`` and ``trial_name`` are held as 4-byte codes per (stim,
-    neuron, trial) cell rather than as fixed-width strings (4 bytes per
-    character), and an open makes none of them.
+    Repeated or unordered positions are read once and then arranged as
+    asked; an integer drops its dimension.
+    """
+    wanted = [_positions(k, n) for k, n in zip(key, shape)]
+    unique = [np.unique(w, return_inverse=True) for w in wanted]
+    out = read(*(u for u, _ in unique))
+    if any(u.size != w.size or (u.size and (u != w).any()) for (u, _), w in zip(unique, wanted)):
+        out = out[np.ix_(*(inv.ravel() for _, inv in unique))]
+    drop = tuple(i for i, k in enumerate(key) if not isinstance(k, slice) and np.ndim(k) == 0)
+    return out.squeeze(axis=drop) if drop else out
+
+
+class TrialArray(BackendArray):
+    """A per-trial variable ``(stim, neuron, trial)``, placed from its rows on access; ``fill`` where no trial is.
+
+    An open makes no ``(stim, neuron, trial)`` grid: the values stay one per
+    row (in the :class:`Layout`'s order) until a selection is read. With
+    ``table``, the values are codes and the strings ``table[code]`` are
+    returned (``protocol``, ``trial_name``: 4 bytes per row, not 4 per
+    character per cell).
 
     Examples
     --------
-    >>> labels = LabelArray(np.array([[0, 1], [1, 2]], np.int32), np.array(["a", "b", ""]))
-    >>> labels[indexing.BasicIndexer((1, slice(None)))].tolist()
-    ['b', '']
+    >>> layout = Layout(("store.nc",), (1, 2, 2), np.zeros(1), 0.01, 0.0, np.ones(1), np.array([0, 2]),
+    ...                 np.array([2, 1]), *(np.zeros(3, int),) * 3, np.array([0, 1, 0]), *(np.zeros(3),) * 2,
+    ...                 np.array(["s"]), np.array(["a", "b"]))
+    >>> TrialArray(layout, np.array([0, 1, 1]), 2, np.array(["x", "y", ""]))[indexing.BasicIndexer((0, 1))].tolist()
+    ['y', '']
     """
 
-    def __init__(self, codes: np.ndarray, table: np.ndarray):
-        self.codes, self.table = codes, table
-        self.shape, self.dtype = codes.shape, table.dtype
+    def __init__(self, layout: Layout, values: np.ndarray, fill, table: np.ndarray | None = None):
+        self.layout, self.values, self.fill, self.table = layout, values, fill, table
+        self.shape = layout.shape
+        self.dtype = values.dtype if table is None else table.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR,
-                                                  self._getitem)
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
 
     def _getitem(self, key: tuple) -> np.ndarray:
-        return self.table[self.codes[key]]
+        out = _outer(key, self.shape, self._read)
+        return out if self.table is None else self.table[out]
+
+    def _read(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray) -> np.ndarray:
+        out = np.full((stim.size, neuron.size, trial.size), self.fill, self.values.dtype)
+        rows, cell = self.layout.rows_of(stim, neuron, trial)
+        out.reshape(-1)[cell] = self.values[rows]
+        return out
+
+
+def _labels(layout: Layout, codes: np.ndarray, distinct: np.ndarray) -> TrialArray:
+    """Per-trial strings (codes into ``distinct``), ``""`` where no trial is."""
+    table = np.append(distinct, "")
+    return TrialArray(layout, codes.astype(np.int32), table.size - 1, table)
+
+
+def _first_trial(rows, shape: tuple, values: np.ndarray) -> np.ndarray:
+    """``(stim, neuron)`` float32: each pair's first trial's value, NaN where the pair has none."""
+    out = np.full(shape[:2], np.nan, np.float32)
+    first = rows.trial == 0
+    out[rows.stim[first], rows.neuron[first]] = values[first]
+    return out
 
 
 def direct_reader(counts: xr.DataArray) -> tuple[SpikeCountArray, tuple[np.ndarray, ...]] | None:
@@ -389,8 +447,8 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
     See :func:`aa4xr.open_aa4` for the parameters; xarray's ``chunks=``
     then wraps ``spike_count`` in dask along its ``preferred_chunks``.
     """
-    from .dataset import ATTRS, LABELS, NEURON_COORDS, SORT_TYPES, STIM_COORDS, STIM_TYPES, _collect, _dense, \
-        _label_codes, export_encoding, index_coords
+    from .dataset import ATTRS, LABELS, NEURON_COORDS, SORT_TYPES, STIM_COORDS, STIM_TYPES, _collect, \
+        export_encoding, index_coords
     from .layout import resolve_root
     from .read import TRIAL_ATTRS
     from .store import cache_dir, check_errors, store_paths
@@ -409,9 +467,9 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
     stims, units, rows, sources = _collect(root, paths, sort_types, stim_types)
     key = (str(root), tuple((a, str(p)) for a, p in paths.items()), None if sort_types is None else tuple(sort_types),
            None if stim_types is None else tuple(stim_types), float(dt), float(pre), float(post))
-    layout = _layout_of(rows, key[1], stims, units, dt, pre, post)
+    layout, rows = _layout_of(rows, key[1], stims, units, dt, pre, post)
     shape, time = layout.shape, layout.time
-    n_trials = np.diff(layout.pair_ptr).reshape(shape[:2])
+    n_trials = layout.pair_count.reshape(shape[:2])
     runs = units.groupby("animal", sort=False).size().to_numpy()
     encoding = {**export_encoding(xr.Variable(("stim", "neuron", "trial", "time"),
                                                      np.broadcast_to(np.float32(0), (*shape, time.size)))),
@@ -423,9 +481,10 @@ def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "mul
         {
             "spike_count": spike_count,
             "n_trials": (sn, n_trials),
-            **{k: (snt, _dense(rows, shape, k)) for k in TRIAL_ATTRS},
-            **{k: (sn, _dense(rows, shape, k, first_trial=True)) for k in ("zscore", "tstat", "pvalue")},
-            **{k: (snt, indexing.LazilyIndexedArray(LabelArray(*_label_codes(rows, shape, k)))) for k in LABELS},
+            **{k: (snt, indexing.LazilyIndexedArray(TrialArray(layout, rows.values[k].astype(np.float32), np.nan)))
+               for k in TRIAL_ATTRS},
+            **{k: (sn, _first_trial(rows, shape, rows.values[k])) for k in ("zscore", "tstat", "pvalue")},
+            **{k: (snt, indexing.LazilyIndexedArray(_labels(layout, *rows.labels[k]))) for k in LABELS},
         },
         coords={
             "stim": _text(stims["md5"]),

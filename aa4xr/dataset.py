@@ -17,12 +17,15 @@ from ._validate import check_choices, warn_user  # noqa: F401  (check_choices: r
 from .indexes import LabelIndex
 from .layout import resolve_root, wav_file_name
 from .read import TRIAL_ATTRS
-from .store import DURATION_TOLERANCE, load_tables, stim_order, stimulus_table
+from .store import DURATION_TOLERANCE, Coded, read_columns, stim_order, stimulus_table
 
 STIM_TYPES = ("song", "call", "mlnoise")
 SORT_TYPES = ("single", "multi", "noise", "tdt")
 #: Per-trial strings, made on access from codes (at 1 ms on the full corpus they would take 240 MB).
 LABELS = ("protocol", "trial_name")
+#: Per-trial variables placed from the store's rows on access (see :class:`aa4xr.backend.TrialArray`): an open
+#: makes no (stim, neuron, trial) grid.
+PER_TRIAL = (*TRIAL_ATTRS, *LABELS)
 STIM_COORDS = ("stim_type", "call_type", "stim_class", "duration")
 NEURON_COORDS = ("animal", "sex", "cell_id", "site", "sort_type", "electrode", "sort_id",
                  "ldepth", "rdepth", "subsort_id")
@@ -62,34 +65,65 @@ class Rows:
     labels: dict            # protocol and trial_name: (code of each row, the distinct strings coded)
 
 
-def _units_table(animal: str, tables: xr.Dataset) -> pd.DataFrame:
-    stem = tables["unit_stem"].values.astype(str)
+def _units_table(animal: str, columns: dict) -> pd.DataFrame:
+    stem = _text(columns["unit_stem"])
     return pd.DataFrame({
         "neuron": [f"{animal}/{s}" for s in stem],
         "animal": animal,
         "sex": animal[-1] if animal[-1] in "FM" else "",
         "cell_id": stem,
-        "site": tables["unit_site"].values.astype(str),
-        "sort_type": tables["unit_sort_type"].values.astype(str),
-        "electrode": tables["unit_electrode"].values.astype("i8"),
-        "sort_id": tables["unit_sort_id"].values.astype("i8"),
-        **{k: tables[f"unit_{k}"].values.astype("f8") for k in ("ldepth", "rdepth", "subsort_id")},
+        "site": _text(columns["unit_site"]),
+        "sort_type": _text(columns["unit_sort_type"]),
+        "electrode": columns["unit_electrode"].astype("i8"),
+        "sort_id": columns["unit_sort_id"].astype("i8"),
+        **{k: columns[f"unit_{k}"].astype("f8") for k in ("ldepth", "rdepth", "subsort_id")},
     })
 
 
-def _groups_table(tables: xr.Dataset) -> pd.DataFrame:
-    get = lambda k, default: tables[f"group_{k}"].values if f"group_{k}" in tables else default  # noqa: E731
-    n = tables.sizes.get("group", 0)
-    stim_type = get("stim_type", np.array([], str)).astype(str)
-    callid = np.asarray(get("callid", np.full(n, "")), dtype=str)
-    return pd.DataFrame({
-        "md5": get("stim_md5", np.array([], str)).astype(str),
-        "stim_type": stim_type,
-        "call_type": np.where(stim_type == "call", callid, ""),
-        "stim_class": np.asarray(get("stim_class", np.full(n, "")), dtype=str),
-        "duration": get("stim_duration", np.array([], float)).astype("f8"),
-        **{k: np.asarray(get(k, np.full(n, np.nan)), dtype="f8") for k in ("zscore", "tstat", "pvalue")},
-    })
+def _text(column) -> np.ndarray:
+    """A store column as fixed-width unicode."""
+    return column.decode() if isinstance(column, Coded) else np.asarray(column, str)
+
+
+def _coded(columns: dict, name: str, n: int) -> Coded:
+    """A string column as :class:`~aa4xr.store.Coded`: one stored as numbers (all None) as their text,
+    a missing one as ``""``."""
+    column = columns.get(name)
+    if isinstance(column, Coded):
+        return column
+    if column is None:
+        return Coded(np.zeros(n, np.intp), np.array([""]))
+    codes, labels = pd.factorize(np.asarray(column).astype(str))
+    return Coded(codes, np.asarray(labels, str))
+
+
+def _unified(parts: list[Coded]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct values of several coded columns together (sorted, ``""`` among them) and each one's codes into them.
+
+    Examples
+    --------
+    >>> labels, codes = _unified([Coded(np.array([0, 1]), np.array(["b", "a"])), Coded(np.array([0]), np.array(["c"]))])
+    >>> labels.tolist(), [c.tolist() for c in codes]
+    (['', 'a', 'b', 'c'], [[2, 1], [3]])
+    """
+    labels = np.unique(np.concatenate([np.array([""]), *(p.labels for p in parts)]))
+    return labels, [np.searchsorted(labels, p.labels)[p.codes] for p in parts]
+
+
+def _name_codes(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer trial names as codes into their text: an offset into the run of names they span when it is short.
+
+    Examples
+    --------
+    >>> codes, table = _name_codes(np.array([3, 1, 10]))
+    >>> table[codes].tolist()
+    ['3', '1', '10']
+    """
+    if names.size and int(names.max()) - int(names.min()) < 4096:
+        low = int(names.min())
+        return names - low, np.array([str(n) for n in range(low, int(names.max()) + 1)])
+    codes, distinct = pd.factorize(names)
+    return codes, np.array([str(n) for n in distinct], dtype=str) if len(distinct) else np.array([], "<U1")
 
 
 #: The store variables ``open_aa4`` reads (the provenance strings stay on disk).
@@ -99,6 +133,8 @@ COLLECTED = (
                              "pvalue", "number", "unit", "protocol", "tdt_wavfile")),
     *(f"row_{k}" for k in ("size", "unit", "group", "trial", "trial_name", *TRIAL_ATTRS)),
 )
+#: The stimulus groups' string columns, coded alike across animals.
+GROUP_TEXT = ("stim_md5", "stim_type", "callid", "stim_class", "protocol", "tdt_wavfile")
 
 
 def _chunks(sizes: np.ndarray, limit: int) -> tuple[int, ...]:
@@ -115,112 +151,104 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
 
     Also returns where each stimulus's sound may be: one row per (animal,
     number) of every stimulus group of the opened animals. Everything is
-    whole-array numpy: per-group and per-row strings are converted once per
-    distinct value, never one Python object per row.
+    whole-array numpy on the store's string codes (coded alike across
+    animals): a string is made once per distinct value, never per group or row.
     """
-    units, groups, raw, sources, group_md5, places, offset, coded = [], [], [], [], [], [], 0, [0, 0]
-    for a, (animal, path) in enumerate(paths.items()):
-        tables = load_tables(path, names=COLLECTED)
-        u, g = _units_table(animal, tables), _groups_table(tables)
+    read = [read_columns(path, COLLECTED) for path in paths.values()]
+    n_groups = [c["group_unit"].size for c in read]
+    text = {k: _unified([_coded(c, f"group_{k}", n) for c, n in zip(read, n_groups)]) for k in GROUP_TEXT}
+    units, raw, groups, sources, places, offset = [], [], [], [], [], 0
+    for a, (animal, c) in enumerate(zip(paths, read)):
+        code = {k: codes[a] for k, (_, codes) in text.items()}
+        u = _units_table(animal, c)
         unit_kept = u["sort_type"].isin(sort_types).to_numpy() if sort_types else np.ones(len(u), bool)
-        group_kept = g["stim_type"].isin(stim_types).to_numpy() if stim_types else np.ones(len(g), bool)
-        group_unit = tables["group_unit"].values.astype(int)
+        group_kept = np.isin(text["stim_type"][0], stim_types)[code["stim_type"]] if stim_types \
+            else np.ones(n_groups[a], bool)
+        group_unit = c["group_unit"].astype(int)
         group_kept = group_kept & unit_kept[group_unit]
-        row_g, row_u = tables["row_group"].values, tables["row_unit"].values
-        keep = group_kept[row_g] & unit_kept[row_u]
-        starts = np.concatenate([[0], np.cumsum(tables["row_size"].values)[:-1]]).astype("i8")
-        protocols = np.asarray(tables["group_protocol"].values, str)
-        trial_codes, trial_names = pd.factorize(tables["row_trial_name"].values[keep])
+        row_g = c["row_group"]
+        keep = group_kept[row_g]
+        kept = (lambda v: v) if keep.all() else (lambda v: v[keep])  # noqa: E731  (no copy when all are kept)
+        kept_g = kept(row_g)
+        stats = {k: c.get(f"group_{k}", np.full(n_groups[a], np.nan)).astype("f8") for k in ("zscore", "tstat", "pvalue")}
         raw.append({
-            "path": np.full(keep.sum(), a), "unit": row_u[keep] + offset, "group": row_g[keep],
-            "trial": tables["row_trial"].values[keep], "start": starts[keep], "size": tables["row_size"].values[keep],
-            **{k: tables[f"row_{k}"].values[keep] for k in TRIAL_ATTRS},
-            **{k: g[k].values[row_g[keep]] for k in ("zscore", "tstat", "pvalue")},
-            "protocol": row_g[keep] + coded[0], "protocols": protocols,
-            "trial_name": trial_codes + coded[1], "trial_names": np.asarray(trial_names).astype(str),
+            "path": np.full(kept_g.size, a, np.int32), "unit": kept(c["row_unit"]) + offset,
+            "md5": code["stim_md5"][kept_g], "trial": kept(c["row_trial"]),
+            "start": kept(np.cumsum(c["row_size"], dtype=np.int64) - c["row_size"]), "size": kept(c["row_size"]),
+            **{k: kept(c[f"row_{k}"]) for k in TRIAL_ATTRS}, **{k: v[kept_g] for k, v in stats.items()},
+            "protocol": code["protocol"][kept_g], "trial_name": kept(c["row_trial_name"]),
         })
-        coded = [coded[0] + protocols.size, coded[1] + trial_names.size]
-        sources.append(_sound_sources(root, animal, g["md5"].to_numpy(), tables))
+        groups.append({"md5": code["stim_md5"][group_kept], "stim_type": code["stim_type"][group_kept],
+                       "callid": code["callid"][group_kept], "stim_class": code["stim_class"][group_kept],
+                       "duration": c["group_stim_duration"][group_kept].astype("f8")})
+        places.append((animal, u["cell_id"].to_numpy()[group_unit][group_kept], code["protocol"][group_kept],
+                       c["group_number"][group_kept]))
+        sources.append(_sound_sources(root, animal, text, code, c["group_number"]))
         units.append(u[unit_kept].assign(_old=np.flatnonzero(unit_kept) + offset))
         offset += len(u)
-        groups.append(g[group_kept])
-        places.append((animal, u["cell_id"].to_numpy()[group_unit][group_kept], protocols[group_kept],
-                       tables["group_number"].values[group_kept]))
-        group_md5.append(g["md5"].to_numpy())
     units_df = pd.concat(units, ignore_index=True)
-    groups = pd.concat(groups, ignore_index=True)
-    stims = stim_order(stimulus_table(groups.assign(where=_group_places(groups, places)))).reset_index(drop=True)
-    cat = {k: np.concatenate([r[k] for r in raw]) for k in raw[0]}
-    by_md5 = pd.Index(stims["md5"])  # place groups (not rows) by md5: one lookup per group
-    stim_pos = np.concatenate([by_md5.get_indexer(g_md5)[r["group"]] for g_md5, r in zip(group_md5, raw)])
-    neuron_pos = pd.Index(units_df["_old"]).get_indexer(cat["unit"])
-    rows = Rows(path=cat["path"], stim=stim_pos, neuron=neuron_pos, trial=cat["trial"].astype("i8"),
-                start=cat["start"], size=cat["size"].astype("i8"),
+    stims = stim_order(_plain(stimulus_table(_groups_frame(groups, places, text)))).reset_index(drop=True)
+    cat = {k: np.concatenate([r[k] for r in raw]) if len(raw) > 1 else raw[0][k] for k in raw[0]}
+    stim_of_md5 = pd.Index(stims["md5"]).get_indexer(text["stim_md5"][0])
+    neuron_of_unit = np.full(offset, -1)
+    neuron_of_unit[units_df["_old"].to_numpy()] = np.arange(len(units_df))
+    rows = Rows(path=cat["path"], stim=stim_of_md5[cat["md5"]], neuron=neuron_of_unit[cat["unit"]], trial=cat["trial"],
+                start=cat["start"], size=cat["size"],
                 values={k: cat[k] for k in (*TRIAL_ATTRS, "zscore", "tstat", "pvalue")},
-                labels={k: (cat[k], cat[f"{k}s"]) for k in ("protocol", "trial_name")})
+                labels={"protocol": (cat["protocol"], text["protocol"][0]), "trial_name": _name_codes(cat["trial_name"])})
     sources = pd.concat(sources, ignore_index=True).sort_values("by_name", ascending=False, kind="stable")
     return stims, units_df.drop(columns="_old"), rows, sources.drop(columns="by_name")
 
 
-def _group_places(groups: pd.DataFrame, places: list[tuple]) -> np.ndarray:
-    """``<animal>/<cell>.h5:/<protocol>/<number>`` of the groups whose stimulus's durations disagree, else ``""``.
+def _groups_frame(groups: list[dict], places: list[tuple], text: dict) -> pd.DataFrame:
+    """The kept stimulus groups of all animals for :func:`aa4xr.store.stimulus_table`, strings as categoricals.
 
-    Only those name a group in :func:`aa4xr.store.stimulus_table`'s warning, so only they are formatted.
+    ``where`` (``<animal>/<cell>.h5:/<protocol>/<number>``) is formatted only for the groups of stimuli
+    whose durations disagree: only they are named in its warning.
     """
-    durations = groups.groupby("md5", sort=False)["duration"]
-    bad = ((durations.transform("max") - durations.transform("min")) > DURATION_TOLERANCE).to_numpy()
-    animal = np.concatenate([np.full(len(cells), name, object) for name, cells, _, _ in places])
-    cell, protocol, number = (np.concatenate([p[i] for p in places]) for i in (1, 2, 3))
-    where = np.full(len(groups), "", object)
-    where[bad] = [f"{a}/{c}.h5:/{p}/{n}" for a, c, p, n in zip(animal[bad], cell[bad], protocol[bad], number[bad])]
-    return where
+    cat = {k: np.concatenate([g[k] for g in groups]) for k in groups[0]}
+    labels = lambda k: text[k][0]  # noqa: E731
+    is_call = (labels("stim_type") == "call")[cat["stim_type"]]
+    call_type = np.where(is_call, cat["callid"], np.searchsorted(labels("callid"), ""))
+    md5, duration = cat["md5"], cat["duration"]
+    high, low = np.full(labels("stim_md5").size, -np.inf), np.full(labels("stim_md5").size, np.inf)
+    np.maximum.at(high, md5, duration)
+    np.minimum.at(low, md5, duration)
+    bad = ((high - low) > DURATION_TOLERANCE)[md5]
+    where = np.full(md5.size, "", object)
+    if bad.any():
+        animal = np.concatenate([np.full(len(cells), name, object) for name, cells, _, _ in places])
+        cell, protocol, number = (np.concatenate([p[i] for p in places]) for i in (1, 2, 3))
+        where[bad] = [f"{a}/{c}.h5:/{p}/{n}" for a, c, p, n in
+                      zip(animal[bad], cell[bad], labels("protocol")[protocol[bad]], number[bad])]
+    category = lambda codes, k: pd.Categorical.from_codes(codes, labels(k))  # noqa: E731
+    return pd.DataFrame({"md5": category(md5, "stim_md5"), "stim_type": category(cat["stim_type"], "stim_type"),
+                         "call_type": category(call_type, "callid"), "stim_class": category(cat["stim_class"], "stim_class"),
+                         "duration": duration, "where": where})
 
 
-def _sound_sources(root: Path, animal: str, md5: np.ndarray, tables: xr.Dataset) -> pd.DataFrame:
+def _plain(table: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns as their values (sorting then follows the values, not the categories)."""
+    return table.astype({k: str for k, dtype in table.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)})
+
+
+def _sound_sources(root: Path, animal: str, text: dict, code: dict, number: np.ndarray) -> pd.DataFrame:
     """Where each stimulus group's sound may be: first the file named by its
     ``tdt_wavfile`` (the part after ``Stims/``), then ``stim<number>.wav``.
 
     Groups repeat (md5, number, tdt_wavfile) once per unit: paths are made once per distinct triple.
     """
     folder = str(root / animal / "wavfiles")
-    tdt = tables["group_tdt_wavfile"].values.astype(str) if "group_tdt_wavfile" in tables else np.full(md5.size, "")
-    distinct = pd.DataFrame({"md5": md5, "animal": animal, "number": tables["group_number"].values.astype(int),
-                             "tdt": tdt}).drop_duplicates(["md5", "number", "tdt"])
-    numbered = distinct[["md5", "animal", "number"]].assign(
-        path=[os.path.join(folder, f"stim{n}.wav") for n in distinct["number"]])
-    names = {t: os.path.join(folder, wav_file_name(t)) if wav_file_name(t) else "" for t in distinct["tdt"].unique()}
-    named = numbered.assign(path=distinct["tdt"].map(names).to_numpy(str))
+    distinct = pd.DataFrame({"md5": code["stim_md5"], "number": number.astype(int),
+                             "tdt": code["tdt_wavfile"]}).drop_duplicates()
+    numbered = pd.DataFrame({"md5": text["stim_md5"][0][distinct["md5"].to_numpy()], "animal": animal,
+                             "number": distinct["number"].to_numpy(),
+                             "path": [os.path.join(folder, f"stim{n}.wav") for n in distinct["number"]]})
+    tdt = distinct["tdt"].to_numpy()
+    names = {t: wav_file_name(str(text["tdt_wavfile"][0][t])) for t in np.unique(tdt)}
+    named = numbered.assign(path=[os.path.join(folder, names[t]) if names[t] else "" for t in tdt])
     return pd.concat([named[named["path"] != ""].assign(by_name=True), numbered.assign(by_name=False)],
                      ignore_index=True).drop_duplicates(["md5", "path"])
-
-
-def _label_codes(rows: Rows, shape: tuple, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-trial strings on the (stim, neuron, trial) grid as codes into a table, ``""`` where there is no trial.
-
-    ``table[codes]`` are the strings; see :class:`aa4xr.backend.LabelArray`.
-
-    Examples
-    --------
-    >>> rows = Rows(*(np.array([0]),) * 6, values={}, labels={"protocol": (np.array([1]), np.array(["a", "bc"]))})
-    >>> codes, table = _label_codes(rows, (1, 1, 2), "protocol")
-    >>> table[codes].tolist()
-    [[['bc', '']]]
-    """
-    codes, distinct = rows.labels[key]
-    table = np.append(distinct, "") if codes.size else np.array([""])
-    grid = np.full(shape, table.size - 1, np.int32)
-    grid[rows.stim, rows.neuron, rows.trial] = codes
-    return grid, table
-
-
-def _dense(rows: Rows, shape: tuple, key: str, first_trial: bool = False) -> np.ndarray:
-    out = np.full(shape if not first_trial else shape[:2], np.nan, np.float32)
-    if first_trial:
-        pick = rows.trial == 0
-        out[rows.stim[pick], rows.neuron[pick]] = rows.values[key][pick]
-    else:
-        out[rows.stim, rows.neuron, rows.trial] = rows.values[key]
-    return out
 
 
 def index_coords(ds: xr.Dataset) -> xr.Dataset:
@@ -352,7 +380,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     for warning in caught:  # raised under xarray's frames: point them at the caller's line again
         warn_user(str(warning.message), warning.category)
     small = [var for name, var in ds.variables.items()
-             if var.chunks is not None and not {"time", "sample"} & set(var.dims) and name not in LABELS]
+             if var.chunks is not None and not {"time", "sample"} & set(var.dims) and name not in PER_TRIAL]
     for var, values in zip(small, _in_memory([var.data for var in small])):
         var.data = values
     return ds

@@ -14,6 +14,7 @@ presentation order, and a run of stimuli is a contiguous run of rows.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -26,6 +27,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -40,12 +42,14 @@ from .layout import find_animals, find_other_files, find_unit_files, resolve_roo
 from .read import KNOWN_ATTRS, TRIAL_ATTRS, Unit, UnitFileError, read_unit
 
 #: Bump when the store's content or layout changes; old stores are then ignored.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: The trial table's own columns (the rest are the trial groups' other attributes).
 TRIAL_COLUMNS = ("group", "trial_name", "presentation", "count", "first_id", "last_id", *TRIAL_ATTRS)
 #: Unit attributes parsed from the file name rather than read from the file.
 NAME_FIELDS = frozenset({"ldepth", "rdepth", "electrode", "sort_id", "subsort_id", "site", "sort_type"})
 ERRORS = ("raise", "warn")
+#: The attribute of a string column's codes naming the variable of its distinct values.
+LABELS_ATTR = "aa4xr_labels"
 
 
 def fingerprint(files: pd.DataFrame) -> str:
@@ -83,11 +87,13 @@ def duration_disagreements(groups: pd.DataFrame) -> pd.DataFrame:
     >>> duration_disagreements(g)["md5"].tolist()
     ['a']
     """
-    spread = groups.groupby("md5")["duration"].agg(lambda d: d.max() - d.min())
+    duration = groups.groupby("md5", observed=True)["duration"]
+    spread = duration.max() - duration.min()
     bad = groups[groups["md5"].isin(spread.index[spread > DURATION_TOLERANCE])]
     return pd.DataFrame([{"md5": md5, "durations": sorted(set(g["duration"])),
                           "groups": "; ".join(f"{w} = {d:.6g} s" for w, d in zip(g["where"], g["duration"]))}
-                         for md5, g in bad.groupby("md5", sort=False)], columns=["md5", "durations", "groups"])
+                         for md5, g in bad.groupby("md5", sort=False, observed=True)],
+                        columns=["md5", "durations", "groups"])
 
 
 def stimulus_table(groups: pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +105,7 @@ def stimulus_table(groups: pd.DataFrame) -> pd.DataFrame:
     for row in duration_disagreements(groups).itertuples():
         warn_user(f"stimulus {row.md5}: stim_duration differs between groups by more than a sample "
                   f"({row.groups}); using the median")
-    durations = groups.groupby("md5", sort=False)["duration"].median()
+    durations = groups.groupby("md5", sort=False, observed=True)["duration"].median()
     stims = groups.drop_duplicates("md5").drop(columns="where", errors="ignore")
     return stims.assign(duration=durations.loc[stims["md5"]].to_numpy())
 
@@ -119,20 +125,30 @@ def _read_or_error(path: str) -> Unit | str:
 
 
 def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, xr.Variable]:
-    """Columns -> netCDF-legal variables: numbers as float64/int, the rest as str."""
+    """Columns -> netCDF-legal variables: numbers as float64/int, strings as codes.
+
+    A string column ``<prefix><col>`` is stored as int32 codes into the
+    variable named by its ``aa4xr_labels`` attribute (``labels_<prefix><col>``,
+    its distinct values, on a dimension of its own): a table of ~10^5 groups
+    then reads as a few arrays of numbers, not 10^5 variable-length strings,
+    and its grouping is already done (see :func:`read_columns`).
+    """
     out = {}
     for col in table.columns:
         values = table[col]
+        name = f"{prefix}{col}"
         if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
-            data = values.to_numpy()
-        else:
-            numeric = pd.to_numeric(values, errors="coerce")
-            is_num = values.map(lambda v: v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
-            if is_num.all():
-                data = numeric.to_numpy(dtype="f8")
-            else:
-                data = values.map(lambda v: "" if v is None else str(v)).to_numpy(dtype=object)
-        out[f"{prefix}{col}"] = xr.Variable(dim, data)
+            out[name] = xr.Variable(dim, values.to_numpy())
+            continue
+        numeric = pd.to_numeric(values, errors="coerce")
+        is_num = values.map(lambda v: v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+        if is_num.all():
+            out[name] = xr.Variable(dim, numeric.to_numpy(dtype="f8"))
+            continue
+        codes, labels = pd.factorize(values.map(lambda v: "" if v is None else str(v)).to_numpy(dtype=object))
+        out[name] = xr.Variable(dim, codes.astype("i4"), {LABELS_ATTR: f"labels_{name}"})
+        out[f"labels_{name}"] = xr.Variable(f"labels_{name}", np.asarray(labels, dtype=object),
+                                            {"long_name": f"the distinct values of {name}, indexed by its codes"})
     return out
 
 
@@ -382,16 +398,18 @@ def store_path(root: Path, animal: str, files: pd.DataFrame | None = None) -> Pa
     return cache_dir() / "stores" / f"{animal}-{fingerprint(files)}.nc"
 
 
-def _usable(path: Path, animal: str, rebuild: bool) -> bool:
-    """Whether an existing store can be used; one that does not verify is announced for rebuilding."""
+def _usable(path: Path, animal: str, rebuild: bool) -> Summary | None:
+    """An existing store's :class:`Summary` when it can be used; None when it is to be (re)built.
+
+    A store that does not verify is announced for rebuilding.
+    """
     if rebuild or not path.exists():
-        return False
+        return None
     try:
-        verify_store(path)
-        return True
+        return summarize_store(path)
     except StoreError as exc:
         warn_user(f"rebuilding the spike-time store of {animal} from its unit files: {exc}")
-        return False
+        return None
 
 
 def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: int | None = None,
@@ -410,10 +428,37 @@ def ingest_animal(root: Path, animal: str, *, errors: str = "raise", processes: 
     """
     files = find_unit_files(root, animal)
     path = store_path(root, animal, files)
-    if _usable(path, animal, rebuild):
+    if _usable(path, animal, rebuild) is not None:
         return path
     bar = bar if bar is not None else progress_bar(len(files) + 2, f"reading {animal}", enabled=False)
     return _ingest(root, {animal: files}, errors=errors, processes=processes, executor=executor, bar=bar)[animal]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What every open reports about a store: the unit files it skipped, ``[(file, reason)]``, and the
+    units whose groups' ``spike_ids`` fit neither trial naming rule, ``[(stem, groups)]``."""
+
+    skipped: list[tuple[str, str]]
+    odd_rules: list[tuple[str, str]]
+
+
+def summarize_store(path: Path) -> Summary:
+    """Verify a store (see :func:`verify_store`) and read its :class:`Summary`, in one open."""
+    try:
+        with h5py.File(path, "r") as f:
+            ok = (f.attrs.get("aa4xr_format_version") == FORMAT_VERSION
+                  and int(f["row_size"][()].sum()) == f["spike_time"].shape[0])
+            columns = _read_columns(f, ("skipped_file", "skipped_reason", "unit_stem", "unit_rule_disagreements")) \
+                if ok else {}
+    except (OSError, KeyError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable ({exc})") from exc
+    if not ok:
+        raise StoreError(f"{path}: not a complete store of format {FORMAT_VERSION}")
+    text = {k: v.decode() if isinstance(v, Coded) else v for k, v in columns.items()}
+    return Summary(list(zip(text["skipped_file"].tolist(), text["skipped_reason"].tolist())),
+                   [(stem, groups) for stem, groups in zip(text["unit_stem"].tolist(),
+                                                           text["unit_rule_disagreements"].tolist()) if groups])
 
 
 def verify_store(path: Path) -> None:
@@ -424,14 +469,7 @@ def verify_store(path: Path) -> None:
     other variables' checksums are verified as they are read, and a failure
     there is a :class:`StoreError` naming the store and how to rebuild it.
     """
-    try:
-        with h5py.File(path, "r") as f:
-            ok = (f.attrs.get("aa4xr_format_version") == FORMAT_VERSION
-                  and int(f["row_size"][()].sum()) == f["spike_time"].shape[0])
-    except (OSError, KeyError, ValueError) as exc:
-        raise StoreError(f"{path}: unreadable ({exc})") from exc
-    if not ok:
-        raise StoreError(f"{path}: not a complete store of format {FORMAT_VERSION}")
+    summarize_store(path)
 
 
 def check_errors(errors: str) -> None:
@@ -454,7 +492,8 @@ def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str
     Every open warns, once, about files that are read differently from what
     their names promise: ``*.h5`` files that are not unit files by name
     (``Old_Units*.h5``; never read) and unit files whose ``spike_ids`` fit
-    neither trial naming rule (numeric order kept).
+    neither trial naming rule (numeric order kept). A usable store is opened
+    once for all of it.
     """
     check_errors(errors)
     root = resolve_root(root)
@@ -462,31 +501,29 @@ def store_paths(root, animals: Iterable[str] | str | None = None, *, errors: str
     check_cache_writable(cache_dir() / "stores")
     found = {animal: find_unit_files(root, animal) for animal in chosen}
     paths = {animal: store_path(root, animal, files) for animal, files in found.items()}
-    todo = {animal: found[animal] for animal, path in paths.items() if not _usable(path, animal, rebuild)}
+    summaries = {animal: _usable(path, animal, rebuild) for animal, path in paths.items()}
+    todo = {animal: found[animal] for animal, summary in summaries.items() if summary is None}
     total = sum(len(files) + 2 for files in todo.values())
     with progress_bar(total, "ingest", progress if todo else False) as bar:
         paths.update(_ingest(root, todo, errors=errors, processes=processes, executor=executor, bar=bar))
-    for animal, path in paths.items():
-        skipped = read_skipped(path)
-        if skipped and errors == "raise":
-            raise UnitFileError(f"unreadable unit file(s) in {animal}: {'; '.join(r for _, r in skipped)} "
+    summaries.update({animal: summarize_store(paths[animal]) for animal in todo})
+    for animal, summary in summaries.items():
+        if summary.skipped and errors == "raise":
+            raise UnitFileError(f"unreadable unit file(s) in {animal}: {'; '.join(r for _, r in summary.skipped)} "
                                 "(open with errors='warn' to skip them)")
-    _warn_unusual(root, paths)
+    _warn_unusual(root, summaries)
     return paths
 
 
-def _warn_unusual(root: Path, paths: dict[str, Path]) -> None:
-    others = find_other_files(root, paths)
+def _warn_unusual(root: Path, summaries: dict[str, Summary]) -> None:
+    others = find_other_files(root, summaries)
     if others:
         warn_user(f"{len(others)} .h5 file(s) are not unit files by name and were not read: {', '.join(others)}")
-    for animal, path in paths.items():
-        tables = load_tables(path, names=("unit_stem", "unit_rule_disagreements"))
-        bad = [(stem, groups) for stem, groups in zip(tables["unit_stem"].values, tables["unit_rule_disagreements"].values)
-               if groups]
-        if bad:
-            listing = "; ".join(f"{root / animal / stem}.h5: {groups}" for stem, groups in bad)
-            warn_user(f"spike_ids of some stimulus groups fit neither trial naming rule (numeric, MATLAB string "
-                      f"order); their trials are in numeric order, which may not be presentation order: {listing}")
+    bad = [(animal, stem, groups) for animal, summary in summaries.items() for stem, groups in summary.odd_rules]
+    if bad:
+        listing = "; ".join(f"{root / animal / stem}.h5: {groups}" for animal, stem, groups in bad)
+        warn_user(f"spike_ids of some stimulus groups fit neither trial naming rule (numeric, MATLAB string "
+                  f"order); their trials are in numeric order, which may not be presentation order: {listing}")
 
 
 def read_skipped(path: Path) -> list[tuple[str, str]]:
@@ -497,6 +534,59 @@ def read_skipped(path: Path) -> list[tuple[str, str]]:
 
 #: The store's dimensions, named by its variables' prefixes.
 TABLE_DIMS = {"row_": "row", "unit_": "unit", "group_": "group", "skipped_": "skipped"}
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A string column as it is stored: ``codes`` into its distinct values ``labels`` (fixed-width unicode).
+
+    Examples
+    --------
+    >>> Coded(np.array([1, 0, 1]), np.array(["song", "call"])).decode().tolist()
+    ['call', 'song', 'call']
+    """
+
+    codes: np.ndarray
+    labels: np.ndarray
+
+    def decode(self) -> np.ndarray:
+        """The strings, fixed-width unicode."""
+        return self.labels[self.codes]
+
+
+def read_columns(path: Path, names: Iterable[str]) -> dict[str, np.ndarray | Coded]:
+    """The columns ``names`` of a store (those it has), read in one open.
+
+    Numbers come as arrays, string columns as :class:`Coded` (their codes
+    and distinct values, as stored): grouping by them costs nothing more.
+
+    Examples
+    --------
+    >>> from aa4xr.synthetic import sample_corpus
+    >>> path = store_paths(sample_corpus(), "LblBlu2028M")["LblBlu2028M"]  # doctest: +SKIP
+    >>> read_columns(path, ["group_stim_type"])["group_stim_type"].labels  # doctest: +SKIP
+    array(['song', 'call', 'mlnoise'], dtype='<U7')
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            return _read_columns(f, names)
+    except OSError as exc:
+        raise StoreError(f"{path}: unreadable ({exc}); rebuild the store with open_aa4(..., rebuild=True) or "
+                         "`aa4xr cache clear`") from exc
+
+
+def _read_columns(f: h5py.File, names: Iterable[str]) -> dict[str, np.ndarray | Coded]:
+    out: dict[str, np.ndarray | Coded] = {}
+    for name in names:
+        dset = f.get(name)
+        if not isinstance(dset, h5py.Dataset):
+            continue
+        labels = dset.attrs.get(LABELS_ATTR)
+        if labels is not None:
+            out[name] = Coded(dset[()], _strings(f[labels.decode() if isinstance(labels, bytes) else labels]))
+        else:
+            out[name] = _strings(dset) if h5py.check_string_dtype(dset.dtype) else dset[()]
+    return out
 
 
 def load_tables(path: Path, prefixes: tuple[str, ...] = tuple(TABLE_DIMS),
@@ -523,10 +613,11 @@ def _load_tables(path: Path, prefixes: tuple[str, ...], names: set | None) -> xr
             dset = f[name]
             if prefix is None or not isinstance(dset, h5py.Dataset):
                 continue
-            values = _strings(dset) if h5py.check_string_dtype(dset.dtype) else dset[()]
-            attrs = {k: v for k, v in dset.attrs.items()
-                     if not k.startswith(("_", "DIMENSION", "CLASS", "NAME", "REFERENCE"))}  # netCDF internals
-            out[name] = xr.Variable(TABLE_DIMS[prefix], values, attrs)
+            values = _read_columns(f, [name])[name]
+            attrs = {k: v for k, v in dset.attrs.items() if k != LABELS_ATTR
+                     and not k.startswith(("_", "DIMENSION", "CLASS", "NAME", "REFERENCE"))}  # netCDF internals
+            out[name] = xr.Variable(TABLE_DIMS[prefix], values.decode() if isinstance(values, Coded) else values,
+                                    attrs)
         attrs = {k: v for k, v in f.attrs.items() if not k.startswith("_")}
     return xr.Dataset(out, attrs=attrs)
 
@@ -543,11 +634,58 @@ def _strings(dset: h5py.Dataset) -> np.ndarray:
         return dset.asstr()[()].astype(str)
 
 
+#: This process's open stores: ``{file_identity(path): (pid, file, its spike_time)}``.
+_OPEN: dict[tuple, tuple[int, h5py.File, h5py.Dataset]] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def file_identity(path: str | os.PathLike) -> tuple:
+    """``(path, device, inode, size, mtime_ns)``: a file rewritten or replaced at the same path is another one."""
+    stat = os.stat(path)
+    return str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def spike_time_of(identity: tuple) -> h5py.Dataset:
+    """The ``spike_time`` of the store :func:`file_identity` names, from a file kept open by this process.
+
+    Opening an HDF5 file costs about a millisecond, more than reading one
+    stimulus's spans: a process reading many (one task per chunk, one
+    item per stimulus) opens each store once. The handle is kept by the
+    file's identity, not its path: a store rebuilt at the same path (written
+    under another name and renamed over it) is another file, opened anew,
+    and the old one's handle is let go, never read again. Handles are per
+    process: a forked child (a DataLoader or multiprocessing worker) opens
+    its own, and lets go of those it inherited. All are closed at exit.
+    """
+    with _OPEN_LOCK:
+        found = _OPEN.get(identity)
+        if found is None or found[0] != os.getpid():
+            for old in [k for k, (pid, _, _) in _OPEN.items() if pid != os.getpid() or k[0] == identity[0]]:
+                del _OPEN[old]  # inherited through fork, or an older file at this path
+            try:
+                f = h5py.File(identity[0], "r")
+                found = _OPEN[identity] = (os.getpid(), f, f["spike_time"])
+            except (OSError, KeyError) as exc:
+                raise StoreError(f"{identity[0]}: unreadable ({exc}); rebuild the store with "
+                                 "open_aa4(..., rebuild=True) or `aa4xr cache clear`") from exc
+    return found[2]
+
+
+@atexit.register
+def close_stores() -> None:
+    """Close the stores this process keeps open (see :func:`spike_time_of`)."""
+    with _OPEN_LOCK:
+        for pid, f, _ in _OPEN.values():
+            if pid == os.getpid():
+                f.close()
+        _OPEN.clear()
+
+
 def read_spikes(path: str, start: int, stop: int) -> np.ndarray:
-    """``spike_time[start:stop]`` of a store, read directly (cheap, picklable call)."""
+    """``spike_time[start:stop]`` of a store, read through its open handle (see :func:`spike_time_of`)."""
+    dset = spike_time_of(file_identity(path))
     try:
-        with h5py.File(path, "r") as f:
-            return f["spike_time"][start:stop]
+        return dset[start:stop]
     except OSError as exc:
         raise StoreError(f"{path}: spike_time[{start}:{stop}] unreadable ({exc}); rebuild the store with "
                          "open_aa4(..., rebuild=True) or `aa4xr cache clear`") from exc
