@@ -65,12 +65,15 @@ _VLEN = struct.Struct("<IQI")
 MALFORMED = (struct.error, IndexError, ValueError, TypeError, OverflowError, MemoryError)
 #: Entries kept in each cache of decoded descriptions (datatypes, attribute headers).
 CACHE_SIZE = 4096
+#: Header blocks kept per first message and size (the stimulus groups of an animal vary in string sizes).
+VARIANTS = 32
 _TYPES: dict[bytes, "_Type"] = {}
 _SPACES: dict[bytes, tuple | None] = {}
 _SHAPE_KEYS: dict[tuple, str] = {}
 _BLOCKS: dict[tuple[bytes, int], list["_Block"]] = {}  # object header blocks by their first message and size
 _FIRST = itemgetter(0)
 _KEYS: dict[int, struct.Struct] = {}  # keys and children of a B-tree node, by entries used
+_ENTRIES: dict[int, struct.Struct] = {}  # entries of a symbol table node, by their number
 _HEAPS: dict[bytes, "_Names"] = {}  # local heaps by their bytes
 _TEXT: dict[bytes, str] = {}  # member names, decoded
 IEEE = {4: (31, 23, 8, 0, 23, 127), 8: (63, 52, 11, 0, 52, 1023)}
@@ -368,9 +371,11 @@ def _block(buf: bytes, pos: int, end: int) -> _Block:
             else:
                 return block
     block = _parse_block(buf, pos, end)
-    if known is None or len(known) >= 4:
+    if known is None:
         _remember(_BLOCKS, key, [block])
     else:
+        if len(known) >= VARIANTS:
+            del known[0]
         known.append(block)
     return block
 
@@ -504,26 +509,43 @@ def _walk(f: _File, addr: int, level: int, names: _Names, out: dict, last: list,
             high = min(high, right)
         if nlevel > 0:
             _walk(f, child, nlevel - 1, names, out, last, siblings, low, high)
-            continue
-        sig, version, nsym = _SNOD.unpack_from(buf, f.span(child, 8))
-        _check(sig == b"SNOD" and version == 1 and 0 < nsym <= 2 * f.leaf_k, "symbol table node")
-        f.span(child, 8 + 40 * nsym)
-        previous_name = last[0]
-        for entry in range(child + 8, child + 8 + 40 * nsym, 40):
-            noff, obj, cache, _, _ = _ENTRY.unpack_from(buf, entry)
-            name = names[noff]
-            if cache > 1 or not (low < name <= high and previous_name < name) or b"/" in name or name == b".":
-                raise Unsupported("soft link, unknown symbol table entry, bad name or B-tree names out of order")
-            previous_name = name
-            text = _TEXT.get(name)
-            if text is None:
-                try:
-                    text = name.decode()
-                except UnicodeDecodeError:
-                    raise Unsupported("member name is not UTF-8") from None
-                _remember(_TEXT, name, text)
-            out[text] = obj
-        last[0] = previous_name
+        else:
+            _leaf(f, child, names, out, last, low, high)
+
+
+def _leaf(f: _File, addr: int, names: _Names, out: dict, last: list, low: bytes, high: bytes) -> None:
+    """Collect the entries of the symbol table node ``addr`` into ``out``: names
+    in ``(low, high]``, above ``last[0]`` and increasing (see :func:`_walk`)."""
+    buf = f.buf
+    sig, version, nsym = _SNOD.unpack_from(buf, f.span(addr, 8))
+    _check(sig == b"SNOD" and version == 1 and 0 < nsym <= 2 * f.leaf_k, "symbol table node")
+    layout = _ENTRIES.get(nsym)
+    if layout is None:
+        layout = struct.Struct("<" + "QQI4xQQ" * nsym)  # name offset, header, cache type, scratch
+        _remember(_ENTRIES, nsym, layout)
+    entries = layout.unpack_from(buf, f.span(addr + 8, 40 * nsym))
+    previous = last[0]
+    found = [names[offset] for offset in entries[::5]]
+    for name in found:
+        if not (low < name <= high and previous < name):
+            raise Unsupported("B-tree names out of order")
+        previous = name
+    _check(max(entries[2::5]) <= 1, "soft link or unknown symbol table entry")
+    last[0] = previous
+    for name, obj in zip(found, entries[1::5]):
+        text = _TEXT.get(name)
+        out[text if text is not None else _member_name(name)] = obj
+
+
+def _member_name(name: bytes) -> str:
+    """A member's name as text, checked (no "/", not ".", UTF-8) and remembered."""
+    _check(b"/" not in name and name != b".", "bad member name")
+    try:
+        text = name.decode()
+    except UnicodeDecodeError:
+        raise Unsupported("member name is not UTF-8") from None
+    _remember(_TEXT, name, text)
+    return text
 
 
 class DirectGroup:
@@ -588,7 +610,8 @@ class DirectGroup:
         >>> sorted(kinds), list(arrays), "pre_time" in attrs
         (['spike_ids', 'spike_times'], ['spike_times'], True)
         """
-        f, header, wanted = self._file, self._file.header, frozenset(datasets)
+        f, wanted = self._file, frozenset(datasets)
+        headers = f.headers  # not added to: a trial's datasets are met once
         numbers: list[str] = []
         strings: list[str] = []
         shapes: list[str] = []
@@ -598,7 +621,7 @@ class DirectGroup:
             try:
                 kinds, arrays = {}, {}
                 for member, maddr in _links(f, h).items():
-                    mh = header(maddr)
+                    mh = headers.get(maddr) or _Header(f, maddr)
                     kind = kinds[member] = mh.kind
                     if kind == DATASET and member in wanted:
                         arrays[member], label = _dataset(f, mh)

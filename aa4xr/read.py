@@ -16,6 +16,7 @@ which naming rule a group follows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ KNOWN_ATTRS = {
 TRIAL_DATASETS = ("spike_times", "spike_ids")
 #: The -999 a trial without spikes stores in ``spike_times`` and ``spike_ids``.
 SILENT = -999
+#: The spike times of a trial without spikes.
+_NO_SPIKES = np.empty(0)
+_NO_SPIKES.flags.writeable = False
 #: Trial naming rules: group k is presentation k, or MATLAB's string-order renaming.
 RULES = ("numeric", "string")
 
@@ -174,41 +178,44 @@ def _integer_members(group: Group, path: Path, what: str) -> list[tuple[int, str
     return sorted((int(name), name) for name in members)
 
 
-def _trial_array(arrays: dict[str, np.ndarray], name: str, where: str, path: Path) -> np.ndarray | None:
-    """A trial dataset as a 1-D array; None when absent. Checks the shapes the writers used."""
+def _trial_array(arrays: dict[str, np.ndarray], name: str, where: tuple[str, str], path: Path) -> np.ndarray | None:
+    """A trial dataset as a 1-D array; None when absent. Checks the shapes the writers used.
+
+    ``where`` is the trial's stimulus group path and name.
+    """
     data = arrays.get(name)
     if data is None:
         return None
-    if data.ndim > 2 or data.ndim == 2 and min(data.shape) > 1:
-        raise _fail(path, f"{where}/{name}", f"shape {data.shape}; expected (n,), (n, 1), (1, n) or a scalar")
+    ndim = data.ndim
+    if ndim > 2 or ndim == 2 and min(data.shape) > 1:
+        raise _fail(path, "/".join(where) + f"/{name}", f"shape {data.shape}; expected (n,), (n, 1), (1, n) or a scalar")
     if data.dtype.kind not in "iuf":
-        raise _fail(path, f"{where}/{name}", f"type {data.dtype}; expected numbers")
-    return data.reshape(-1)
+        raise _fail(path, "/".join(where) + f"/{name}", f"type {data.dtype}; expected numbers")
+    return data if ndim == 1 else data.reshape(-1)
 
 
-def _read_trial(where: str, attrs: dict, arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, float, float, dict]:
-    """One trial (group path ``where``, its attributes and datasets): spike times,
-    first and last spike id, attributes."""
+def _read_trial(where: tuple[str, str], arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, float, float]:
+    """One trial (stimulus group path and trial name ``where``, its datasets):
+    spike times, first and last spike id (NaN when silent)."""
     times = _trial_array(arrays, "spike_times", where, path)
     if times is None:
-        raise _fail(path, where, "no spike_times dataset")
+        raise _fail(path, "/".join(where), "no spike_times dataset")
     ids = _trial_array(arrays, "spike_ids", where, path)
-    silent_ids = ids is not None and ids.size == 1 and ids[0] == SILENT
-    silent_times = times.size == 1 and times[0] == SILENT
-    if silent_ids != silent_times and ids is not None:
-        raise _fail(path, where, "spike_ids and spike_times disagree on the -999 marker of a trial "
+    size = times.size
+    silent_times = size == 1 and times[0] == SILENT
+    if ids is not None and silent_times != (ids.size == 1 and ids[0] == SILENT):
+        raise _fail(path, "/".join(where), "spike_ids and spike_times disagree on the -999 marker of a trial "
                     "without spikes")
-    if silent_times or times.size == 0:
-        times, first, last = np.empty(0), np.nan, np.nan
-    else:
-        if times.dtype.kind != "f":
-            raise _fail(path, f"{where}/spike_times", f"integer values {times[:3].tolist()}...; "
-                        "expected float seconds (only a trial without spikes stores the integer -999)")
-        if ids is not None and ids.size != times.size:
-            raise _fail(path, where, f"{times.size} spike_times but {ids.size} spike_ids")
-        first, last = (float(ids[0]), float(ids[-1])) if ids is not None else (np.nan, np.nan)
-    # float attributes (numpy float64 included) go to the table as they are
-    return times, first, last, {k: v if isinstance(v, float) else decode_attr(v) for k, v in attrs.items()}
+    if silent_times or size == 0:
+        return _NO_SPIKES, np.nan, np.nan
+    if times.dtype.kind != "f":
+        raise _fail(path, "/".join(where) + "/spike_times", f"integer values {times[:3].tolist()}...; "
+                    "expected float seconds (only a trial without spikes stores the integer -999)")
+    if ids is None:
+        return times, np.nan, np.nan
+    if ids.size != size:
+        raise _fail(path, "/".join(where), f"{size} spike_times but {ids.size} spike_ids")
+    return times, float(ids[0]), float(ids[-1])
 
 
 def _unit_attrs(root: Group, path: Path) -> dict:
@@ -252,7 +259,9 @@ def _group_attrs(stim: Group, path: Path) -> dict:
 
 def _read_tree(root: Group, path: Path) -> Unit:
     attrs = _unit_attrs(root, path)
-    groups, trials, spikes, kinds = [], [], [], []
+    groups, kinds, sizes = [], [], []
+    where: list[tuple[str, str]] = []  # each trial's stimulus group path and name
+    names, times, first, last, tattrs = [], [], [], [], []
     protocols = sorted(name for name, kind in root.members().items() if kind == GROUP and name not in SUMMARY_GROUPS)
     for protocol in protocols:
         pgroup = root.group(protocol)
@@ -262,36 +271,59 @@ def _read_tree(root: Group, path: Path) -> Unit:
             children = _integer_members(stim, path, "trial")
             if not children:
                 raise _fail(path, stim.path, "holds no trial groups; expected one group per trial")
-            where = [f"{stim.path}/{child}" for _, child in children]
-            read = [_read_trial(w, tattrs, arrays, path)
-                    for w, (_, tattrs, arrays) in zip(where, stim.children([c for _, c in children], TRIAL_DATASETS))]
-            names = np.array([n for n, _ in children])
-            first = [r[1] for r in read]
-            kind, fitting = trial_rule(names, first)
-            kinds.append((stim.path, kind, fitting))
+            members = [child for _, child in children]
+            group_first = []
+            for child, (_, trial_attrs, arrays) in zip(members, stim.children(members, TRIAL_DATASETS)):
+                place = (stim.path, child)
+                spikes, first_id, last_id = _read_trial(place, arrays, path)
+                where.append(place)
+                times.append(spikes)
+                group_first.append(first_id)
+                last.append(last_id)
+                tattrs.append(trial_attrs)
+            numbers = np.array([n for n, _ in children])
+            kinds.append((stim.path, *trial_rule(numbers, group_first)))
             groups.append({"protocol": protocol, "number": number, **gattrs})
-            trials.append([{"group": len(groups) - 1, "trial_name": n, "count": r[0].size, "first_id": r[1],
-                            "last_id": r[2], **r[3]} for n, r in zip(names, read)])
-            spikes.append([(r[0], w) for r, w in zip(read, where)])
+            names.append(numbers)
+            first += group_first
+            sizes.append(len(children))
     rules, file_rule, disagreements = _decide_rules(kinds, root.features)
-    ordered, flat, presentation = [], [], []
-    for g, (rows, times, rule) in enumerate(zip(trials, spikes, rules)):
-        order = np.argsort(string_order(len(rows))).tolist() if rule == "string" else range(len(rows))
-        ordered += [rows[i] for i in order]
-        flat += [times[i] for i in order]
-        presentation.append(np.arange(len(rows)))
-        groups[g]["trial_rule"] = rule
-    trials_df = _trial_table(ordered, np.concatenate(presentation) if presentation else np.empty(0, int))
-    spike_times = np.concatenate([times for times, _ in flat]).astype("f8", copy=False) if flat else np.empty(0)
+    for group, rule in zip(groups, rules):
+        group["trial_rule"] = rule
+    order = _presentation_order(sizes, rules)
+    table = {"group": np.repeat(np.arange(len(sizes), dtype="i4"), sizes),
+             "trial_name": np.concatenate(names).astype("i4")[order] if names else np.empty(0, "i4"),
+             "presentation": np.concatenate([np.arange(n, dtype="i4") for n in sizes]) if sizes else np.empty(0, "i4"),
+             "count": np.array([t.size for t in times], dtype="i8")[order],
+             "first_id": np.array(first, dtype="f8")[order],
+             "last_id": np.array(last, dtype="f8")[order]}
+    ordered = order.tolist()
+    flat = [times[i] for i in ordered]
+    spike_times = np.concatenate(flat).astype("f8", copy=False) if flat else np.empty(0)
     if not np.isfinite(spike_times).all():
-        where = next(where for times, where in flat if not np.isfinite(times).all())
-        raise _fail(path, f"{where}/spike_times", "holds NaN or infinite values; expected finite seconds")
+        bad = next(i for i in ordered if not np.isfinite(times[i]).all())
+        raise _fail(path, "/".join(where[bad]) + "/spike_times", "holds NaN or infinite values; expected finite seconds")
     if disagreements:
         warn_user(f"{path}: spike_ids of {len(disagreements)} stimulus group(s) agree with neither trial "
                   f"naming rule (numeric, MATLAB string order); numeric order kept: {', '.join(disagreements)}")
-    return Unit(attrs=attrs, groups=pd.DataFrame(groups), trials=trials_df,
+    return Unit(attrs=attrs, groups=pd.DataFrame(groups), trials=_trial_table(table, tattrs, order, path),
                 spike_times=spike_times, features=root.features,
                 trial_rule=file_rule, disagreements=disagreements)
+
+
+def _presentation_order(sizes: list[int], rules: list[str]) -> np.ndarray:
+    """Trials (numbered in read order: by group, then trial name) in presentation order.
+
+    Examples
+    --------
+    >>> _presentation_order([2, 10], ["numeric", "string"]).tolist()
+    [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 3]
+    """
+    if not sizes:
+        return np.empty(0, np.intp)
+    starts = np.cumsum([0] + sizes[:-1]).tolist()
+    return np.concatenate([start + (np.argsort(string_order(n)) if rule == "string" else np.arange(n))
+                           for start, n, rule in zip(starts, sizes, rules)])
 
 
 def _decide_rules(kinds: list[tuple[str, str, set]], features: Features) -> tuple[list[str], str, list[str]]:
@@ -321,15 +353,27 @@ def _decide_rules(kinds: list[tuple[str, str, set]], features: Features) -> tupl
     return rules, file_rule, disagreements
 
 
-def _trial_table(rows: list[dict], presentation: np.ndarray) -> pd.DataFrame:
-    columns = ["group", "trial_name", "presentation", "count", "first_id", "last_id", *TRIAL_ATTRS]
-    trials = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
-    trials["presentation"] = presentation
-    for key in TRIAL_ATTRS:
-        trials[key] = pd.to_numeric(trials[key], errors="coerce") if key in trials else np.nan
-    extra = [c for c in trials.columns if c not in columns]
-    return trials[columns + extra].astype({"group": "i4", "trial_name": "i4", "presentation": "i4", "count": "i8",
-                                           "first_id": "f8", "last_id": "f8"})
+def _trial_table(table: dict[str, np.ndarray], attrs: list[dict], order: np.ndarray, path: Path) -> pd.DataFrame:
+    """The trials table: the columns of ``table`` (in presentation order), then
+    :data:`TRIAL_ATTRS` and any other trial attribute (``attrs``: each trial's,
+    in read order), decoded; NaN where a trial lacks one."""
+    keys = dict.fromkeys(chain.from_iterable(attrs))
+    clash = [key for key in keys if key in table]
+    if clash:
+        raise UnitFileError(f"{path}: trial attribute(s) {clash} have the name of a column read_unit computes")
+    columns = dict(table)
+    for key in (*TRIAL_ATTRS, *(key for key in keys if key not in TRIAL_ATTRS)):
+        if key not in keys:
+            columns[key] = np.full(order.size, np.nan)
+            continue
+        values = [a.get(key, np.nan) for a in attrs]
+        if all(isinstance(v, float) for v in values):  # numbers, numpy float64 included
+            column = np.array(values, dtype="f8")
+        else:
+            decoded = pd.Series([v if isinstance(v, float) else decode_attr(v) for v in values])
+            column = (pd.to_numeric(decoded, errors="coerce") if key in TRIAL_ATTRS else decoded).to_numpy()
+        columns[key] = column[order]
+    return pd.DataFrame(columns)
 
 
 def read_unit(path: str | Path, reader: str | None = None) -> Unit:
