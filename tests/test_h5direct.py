@@ -292,6 +292,36 @@ def test_files_written_here(tmp_path, build, libver, must_parse):
         assert not parsed, f"{build.__name__}: expected the direct reader to fall back"
 
 
+def test_cached_header_layouts_never_share_what_differs(tmp_path):
+    """Header blocks and attribute plans are reused across groups and files by their
+    structural bytes: groups whose headers differ only in a value, an attribute's
+    name, its type (float64 vs int64, same size), its string size or its shape must
+    each read as h5py reads them, whatever was read before in the same process."""
+    variants = {
+        "values": lambda g, i: g.attrs.create("x", float(i) + 0.5, dtype="f8"),
+        "name": lambda g, i: g.attrs.create("ab"[i % 2], 1.0, dtype="f8"),
+        "type": lambda g, i: g.attrs.create("x", i, dtype=["f8", "i8", "u8", ">f8"][i % 4]),
+        "strlen": lambda g, i: g.attrs.create("x", b"ab"[: 1 + i % 2], dtype=f"S{1 + i % 2}"),
+        "shape": lambda g, i: g.attrs.create("x", np.arange(1 + i % 2, dtype="f8")),
+        "data": lambda g, i: g.create_dataset("d", data=np.arange(i % 3 + 1, dtype=["f8", "i8", "<u4"][i % 3])),
+    }
+    paths = []
+    for kind, make in variants.items():
+        for copy in range(2):  # the same layouts in a second file: the caches outlive a file
+            path = tmp_path / f"{kind}{copy}.h5"
+            with h5py.File(path, "w") as f:
+                for i in range(8):
+                    group = f.create_group(f"g{i}")
+                    group.attrs.create("y", 7.0 * i + copy)
+                    make(group, i + copy)
+            paths.append(path)
+    for path in paths:
+        assert assert_direct_matches(path, must_parse=True)
+        with open_direct(path) as root, open_h5py(path) as reference:
+            names = sorted(root.members())
+            assert_same(tuple(root.children(names, ["d"])), tuple(reference.children(names, ["d"])))
+
+
 def test_variety_counts_what_it_met(tmp_path):
     path = tmp_path / "f.h5"
     with h5py.File(path, "w") as f:
