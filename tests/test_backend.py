@@ -154,3 +154,27 @@ def test_direct_reader_only_for_plain_selections(opened):
     assert backend.direct_reader(ds.where(ds.electrode > 16).spike_count) is None
     assert backend.direct_reader((ds.spike_count * 2).rename("spike_count")) is None
     assert backend.direct_reader(ds.spike_count.compute()) is None
+
+
+def test_rows_out_of_store_order_are_placed_by_pair(opened, corpus):
+    """A layout built from rows in any order bins what the stores' own order bins."""
+    from pathlib import Path
+
+    from aa4xr.dataset import _collect
+    from aa4xr.store import store_paths
+
+    ds, expected = opened
+    paths = store_paths(corpus.root)
+    stims, units, rows, _ = _collect(Path(corpus.root), paths, None, None)
+    args = (list(paths.items()), stims, units, DT, PRE, POST)
+    layout, _ = backend._layout_of(rows, *args)
+    shuffled = np.random.default_rng(0).permutation(rows.path.size)
+    mixed = backend.replace(rows, **{k: getattr(rows, k)[shuffled] for k in ("path", "stim", "neuron", "trial",
+                                                                          "start", "size")},
+                            values={k: v[shuffled] for k, v in rows.values.items()})
+    assert backend.pair_runs(mixed, layout.shape) is None
+    placed, reordered = backend._layout_of(mixed, *args)
+    assert backend.pair_runs(reordered, placed.shape) is not None
+    cells = [np.arange(n) for n in (*layout.shape, layout.time.size)]
+    np.testing.assert_array_equal(placed.bin(*cells), layout.bin(*cells))
+    np.testing.assert_array_equal(placed.bin(*cells), expected)

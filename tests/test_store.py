@@ -340,3 +340,59 @@ def test_one_bad_group_duration_neither_decides_nor_hides(root, corpus):
         ds = aa4xr.open_aa4(root, sort_types=None, processes=1)
     expected = corpus.stims.set_index("md5").loc[md5, "duration"]
     assert float(ds.duration.sel(stim=md5)) == pytest.approx(expected)
+
+
+def test_string_columns_are_stored_as_codes_and_read_back_as_strings(root, corpus):
+    path = _paths(root)[ANIMAL]
+    with h5py.File(path, "r") as f:
+        codes = f["group_stim_md5"]
+        assert codes.dtype == np.int32 and codes.fletcher32  # numbers: checksummed, read in one call
+        labels = f[codes.attrs[store.LABELS_ATTR]]
+        assert labels.shape[0] == len(set(corpus.groups.loc[corpus.groups["animal"] == ANIMAL, "md5"]))
+    coded = store.read_columns(path, ["group_stim_md5", "unit_stem", "row_size"])
+    assert isinstance(coded["group_stim_md5"], store.Coded) and isinstance(coded["row_size"], np.ndarray)
+    tables = store.load_tables(path)
+    md5 = tables["group_stim_md5"].values
+    assert md5.dtype.kind == "U" and store.LABELS_ATTR not in tables["group_stim_md5"].attrs
+    np.testing.assert_array_equal(md5, coded["group_stim_md5"].decode())
+    truth = corpus.groups[corpus.groups["animal"] == ANIMAL]
+    stems = tables["unit_stem"].values[tables["group_unit"].values.astype(int)]
+    assert set(zip(stems, md5)) == set(zip(truth["neuron"].str.split("/").str[1], truth["md5"]))
+
+
+def _read_in_child(path, start, stop, out):
+    out.put((store.read_spikes(path, start, stop), [key for key, (pid, _, _) in store._OPEN.items()
+                                                    if pid == os.getpid()]))
+
+
+def test_spike_handle_is_kept_per_process_and_never_reads_a_replaced_store(root, tmp_path):
+    import multiprocessing
+
+    path = str(_paths(root)[ANIMAL])
+    with h5py.File(path, "r") as f:
+        truth = f["spike_time"][:50]
+    np.testing.assert_array_equal(store.read_spikes(path, 0, 50), truth)
+    first = store.spike_time_of(store.file_identity(path))
+    assert store.spike_time_of(store.file_identity(path)) is first  # opened once for this process
+
+    fork = multiprocessing.get_context("fork")  # a forked child opens its own handle, never the parent's
+    out = fork.Queue()
+    child = fork.Process(target=_read_in_child, args=(path, 0, 50, out))
+    child.start()
+    spikes, child_keys = out.get(timeout=60)
+    child.join(60)
+    np.testing.assert_array_equal(spikes, truth)
+    assert child_keys == [store.file_identity(path)]
+    np.testing.assert_array_equal(store.read_spikes(path, 0, 50), truth)  # the parent's still reads
+
+    other = tmp_path / "other.nc"  # a store rebuilt at the same path: written elsewhere, renamed over it
+    shutil.copy(path, other)
+    with h5py.File(other, "r+") as f:
+        f["spike_time"][:50] = np.arange(50.0)
+    os.replace(other, path)
+    np.testing.assert_array_equal(store.read_spikes(path, 0, 50), np.arange(50.0))
+    from aa4xr.backend import row_spikes
+
+    np.testing.assert_array_equal(row_spikes(path, np.array([10, 0]), np.array([5, 3])),
+                                  np.r_[np.arange(10.0, 15.0), np.arange(3.0)])
+    assert [key for key in store._OPEN if key[0] == path] == [store.file_identity(path)]
