@@ -107,7 +107,7 @@ def _unified(parts: list[Coded]) -> tuple[np.ndarray, list[np.ndarray]]:
     (['', 'a', 'b', 'c'], [[2, 1], [3]])
     """
     labels = np.unique(np.concatenate([np.array([""]), *(p.labels for p in parts)]))
-    return labels, [np.searchsorted(labels, p.labels)[p.codes] for p in parts]
+    return labels, [np.searchsorted(labels, p.labels).astype(np.int32)[p.codes] for p in parts]
 
 
 def _name_codes(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +170,8 @@ def _collect(root: Path, paths: dict, sort_types, stim_types) -> tuple[pd.DataFr
         keep = group_kept[row_g]
         kept = (lambda v: v) if keep.all() else (lambda v: v[keep])  # noqa: E731  (no copy when all are kept)
         kept_g = kept(row_g)
-        stats = {k: c.get(f"group_{k}", np.full(n_groups[a], np.nan)).astype("f8") for k in ("zscore", "tstat", "pvalue")}
+        stats = {k: c.get(f"group_{k}", np.full(n_groups[a], np.nan)).astype(np.float32)
+                 for k in ("zscore", "tstat", "pvalue")}
         raw.append({
             "path": np.full(kept_g.size, a, np.int32), "unit": kept(c["row_unit"]) + offset,
             "md5": code["stim_md5"][kept_g], "trial": kept(c["row_trial"]),

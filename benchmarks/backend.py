@@ -152,6 +152,7 @@ def measure(stage: str, root: Path) -> None:
         import distributed  # noqa: F401
 
     import aa4xr
+    import aa4xr.dataset  # noqa: F401  (imported on a first open_aa4; the module's import is not the stage's work)
 
     out = STAGES[stage](root)
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
