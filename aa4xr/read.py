@@ -178,6 +178,17 @@ def _integer_members(group: Group, path: Path, what: str) -> list[tuple[int, str
     return sorted((int(name), name) for name in members)
 
 
+def _at(where: tuple[str, ...], *more: str) -> str:
+    """A trial's place (stimulus group path, trial name, then any member) as one HDF5 path.
+
+    Examples
+    --------
+    >>> _at(("/Call1/abc", "3"), "spike_times")
+    '/Call1/abc/3/spike_times'
+    """
+    return "/".join((*where, *more))
+
+
 def _trial_array(arrays: dict[str, np.ndarray], name: str, where: tuple[str, str], path: Path) -> np.ndarray | None:
     """A trial dataset as a 1-D array; None when absent. Checks the shapes the writers used.
 
@@ -188,9 +199,9 @@ def _trial_array(arrays: dict[str, np.ndarray], name: str, where: tuple[str, str
         return None
     ndim = data.ndim
     if ndim > 2 or ndim == 2 and min(data.shape) > 1:
-        raise _fail(path, "/".join(where) + f"/{name}", f"shape {data.shape}; expected (n,), (n, 1), (1, n) or a scalar")
+        raise _fail(path, _at(where, name), f"shape {data.shape}; expected (n,), (n, 1), (1, n) or a scalar")
     if data.dtype.kind not in "iuf":
-        raise _fail(path, "/".join(where) + f"/{name}", f"type {data.dtype}; expected numbers")
+        raise _fail(path, _at(where, name), f"type {data.dtype}; expected numbers")
     return data if ndim == 1 else data.reshape(-1)
 
 
@@ -199,22 +210,22 @@ def _read_trial(where: tuple[str, str], arrays: dict[str, np.ndarray], path: Pat
     spike times, first and last spike id (NaN when silent)."""
     times = _trial_array(arrays, "spike_times", where, path)
     if times is None:
-        raise _fail(path, "/".join(where), "no spike_times dataset")
+        raise _fail(path, _at(where), "no spike_times dataset")
     ids = _trial_array(arrays, "spike_ids", where, path)
     size = times.size
     silent_times = size == 1 and times[0] == SILENT
     if ids is not None and silent_times != (ids.size == 1 and ids[0] == SILENT):
-        raise _fail(path, "/".join(where), "spike_ids and spike_times disagree on the -999 marker of a trial "
+        raise _fail(path, _at(where), "spike_ids and spike_times disagree on the -999 marker of a trial "
                     "without spikes")
     if silent_times or size == 0:
         return _NO_SPIKES, np.nan, np.nan
     if times.dtype.kind != "f":
-        raise _fail(path, "/".join(where) + "/spike_times", f"integer values {times[:3].tolist()}...; "
+        raise _fail(path, _at(where, "spike_times"), f"integer values {times[:3].tolist()}...; "
                     "expected float seconds (only a trial without spikes stores the integer -999)")
     if ids is None:
         return times, np.nan, np.nan
     if ids.size != size:
-        raise _fail(path, "/".join(where), f"{size} spike_times but {ids.size} spike_ids")
+        raise _fail(path, _at(where), f"{size} spike_times but {ids.size} spike_ids")
     return times, float(ids[0]), float(ids[-1])
 
 
@@ -302,7 +313,7 @@ def _read_tree(root: Group, path: Path) -> Unit:
     spike_times = np.concatenate(flat).astype("f8", copy=False) if flat else np.empty(0)
     if not np.isfinite(spike_times).all():
         bad = next(i for i in ordered if not np.isfinite(times[i]).all())
-        raise _fail(path, "/".join(where[bad]) + "/spike_times", "holds NaN or infinite values; expected finite seconds")
+        raise _fail(path, _at(where[bad], "spike_times"), "holds NaN or infinite values; expected finite seconds")
     if disagreements:
         warn_user(f"{path}: spike_ids of {len(disagreements)} stimulus group(s) agree with neither trial "
                   f"naming rule (numeric, MATLAB string order); numeric order kept: {', '.join(disagreements)}")
