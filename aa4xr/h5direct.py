@@ -53,6 +53,7 @@ _ENTRY = struct.Struct("<QQI4xQQ")  # name offset, header, cache type, scratch (
 _PREFIX = struct.Struct("<BBHII4x")
 _MSG = struct.Struct("<HHB3x")
 _TREE = struct.Struct("<4sBBHQQ")
+_ONE_NODE = struct.Struct("<4sBBHQQQQQ")  # a B-tree node with one child: its key, child, key
 _SNOD = struct.Struct("<4sBxH")
 _HEAP = struct.Struct("<4sB3xQQQ")
 _GCOL = struct.Struct("<4sB3xQ")
@@ -68,7 +69,6 @@ CACHE_SIZE = 4096
 #: Header blocks kept per first message and size (the stimulus groups of an animal vary in string sizes).
 VARIANTS = 32
 _TYPES: dict[bytes, "_Type"] = {}
-_SPACES: dict[bytes, tuple | None] = {}
 _SHAPE_KEYS: dict[tuple, str] = {}
 _BLOCKS: dict[tuple[bytes, int], list["_Block"]] = {}  # object header blocks by their first message and size
 _FIRST = itemgetter(0)
@@ -90,13 +90,16 @@ class _Type:
     ``kind`` is "number", "fixed" (fixed-length string) or "vlen"
     (variable-length string); ``dtype`` the NumPy type h5py reads it as and
     ``name`` its name; ``size`` the bytes per element in the file; ``pad`` and
-    ``utf8`` describe strings; ``scalar`` reads one 8-byte number fast.
+    ``utf8`` describe strings; ``scalar`` reads one 8-byte number fast;
+    ``spaces`` remembers, by dataspace message bytes, a dataset's shape, number
+    of values, bytes and :func:`_shape_label` (see :func:`_values`).
     """
 
-    __slots__ = ("kind", "dtype", "name", "size", "pad", "utf8", "scalar")
+    __slots__ = ("kind", "dtype", "name", "size", "pad", "utf8", "scalar", "spaces")
 
     def __init__(self, kind: str, dtype: np.dtype | None, size: int, pad: int = 0, utf8: bool = False):
         self.kind, self.dtype, self.size, self.pad, self.utf8 = kind, dtype, size, pad, utf8
+        self.spaces: dict[bytes, tuple] = {}
         self.name = dtype.name if kind == "number" else ""
         self.scalar = None
         if kind == "number" and size == 8:
@@ -307,12 +310,19 @@ class _Header:
             pos, end = chunks.pop()
         _check(count == nmesgs, "object header message count")
         self.stab, self.dtype, self.space, self.layout, self.attributes = stab, dtype, space, layout, attributes
-        if stab is not None:
-            self.kind = GROUP
-        elif dtype is not None:  # a dataset, or a named datatype without dataspace
-            self.kind = DATASET if space is not None else OTHER
-        else:
+        kind = _kind_of(stab, dtype, space)
+        if kind is None:
             raise Unsupported("object of unknown type (libhdf5 cannot tell either)")
+        self.kind = kind
+
+
+def _kind_of(stab: int | None, dtype: tuple | None, space: tuple | None) -> str | None:
+    """An object's kind from the messages its header holds (None: unknown)."""
+    if stab is not None:
+        return GROUP
+    if dtype is not None:  # a dataset, or a named datatype without dataspace
+        return DATASET if space is not None else OTHER
+    return None
 
 
 class _Block:
@@ -328,13 +338,16 @@ class _Block:
     ``(start, stop)`` of those messages (None when absent), ``continuations``
     the starts of continuation messages and ``attributes`` the ``(start,
     stop)`` of attribute messages. ``plan`` is how to read the attributes,
-    made on first use (:func:`_attribute_plan`). Offsets are relative to the block.
+    made on first use (:func:`_attribute_plan`). ``kind`` is the object's kind
+    when the block is its whole header (None: unknown), and ``type`` the
+    decoded datatype, made on first use. Offsets are relative to the block.
     """
 
-    __slots__ = ("checks", "count", "stab", "dtype", "space", "layout", "continuations", "attributes", "plan")
+    __slots__ = ("checks", "count", "stab", "dtype", "space", "layout", "continuations", "attributes", "plan",
+                 "kind", "type")
 
     def __init__(self, checks: tuple, messages: list[tuple[int, int, int]]):
-        self.checks, self.count, self.plan = checks, len(messages), None
+        self.checks, self.count, self.plan, self.type = checks, len(messages), None, None
         singles: dict[int, tuple[int, int]] = {}
         continuations, attributes = [], []
         for mtype, start, stop in messages:
@@ -348,6 +361,7 @@ class _Block:
         self.continuations, self.attributes = tuple(continuations), tuple(attributes)
         self.dtype, self.space, self.layout = singles.get(DATATYPE), singles.get(DATASPACE), singles.get(LAYOUT)
         self.stab = singles[STAB][0] if STAB in singles else None
+        self.kind = _kind_of(self.stab, self.dtype, self.space)
 
 
 #: Message types whose whole bytes a reused block must share (checked once when parsed).
@@ -429,20 +443,63 @@ def _check_ignored(buf: bytes, mtype: int, pos: int, size: int) -> None:
 
 
 def _links(f: _File, header: _Header) -> dict[str, int]:
-    """A symbol-table group's members: name -> object header address, in name order."""
+    """A symbol-table group's members: name -> object header address, in name order.
+
+    A B-tree of one leaf node (a trial group's) whose names were checked before
+    in the same heap is read without walking it again (see :func:`_one_leaf`).
+    """
     btree, heap = _QQ.unpack_from(f.buf, header.stab)
     names = _local_heap(f, heap)
+    leaf = _one_leaf(f, btree)
+    if leaf is not None:
+        members = names.leaves.get(leaf[0])
+        if members is not None:
+            return dict(zip(members, leaf[1]))
     out: dict[str, int] = {}
     siblings: dict[int, tuple[int, int]] = {}
     _walk(f, btree, -1, names, out, [b""], siblings, b"", None)
     _check(all(right == UNDEFINED for _, right in siblings.values()), "B-tree sibling")
+    if leaf is not None:
+        _remember(names.leaves, leaf[0], tuple(out))
     return out
 
 
-class _Names(dict):
-    """The names of one local heap's data segment, by offset (found on first use)."""
+def _one_leaf(f: _File, addr: int) -> tuple[tuple, tuple[int, ...]] | None:
+    """A B-tree of one node with one symbol table node: what its walk depends on
+    besides the heap (keys, name offsets, cache types), and the entries' object
+    header addresses; None for any other tree (or bytes that do not check out,
+    left to :func:`_walk`)."""
+    buf, eof = f.buf, f.eof
+    if addr + _ONE_NODE.size > eof:
+        return None
+    sig, ntype, level, used, left, right, low, child, high = _ONE_NODE.unpack_from(buf, addr)
+    if sig != b"TREE" or ntype or level or used != 1 or left != UNDEFINED or right != UNDEFINED \
+            or child + 8 > eof:
+        return None
+    sig, version, nsym = _SNOD.unpack_from(buf, child)
+    if sig != b"SNOD" or version != 1 or not 0 < nsym <= 2 * f.leaf_k or child + 8 + 40 * nsym > eof:
+        return None
+    entries = _entries(nsym).unpack_from(buf, child + 8)
+    return (low, high, entries[::5], entries[2::5]), entries[1::5]
 
-    __slots__ = ("data",)
+
+def _entries(nsym: int) -> struct.Struct:
+    """The layout of ``nsym`` symbol table entries: name offset, header, cache type, scratch."""
+    layout = _ENTRIES.get(nsym)
+    if layout is None:
+        layout = struct.Struct("<" + "QQI4xQQ" * nsym)
+        _remember(_ENTRIES, nsym, layout)
+    return layout
+
+
+class _Names(dict):
+    """The names of one local heap's data segment, by offset (found on first use).
+
+    ``leaves`` remembers the member names of one-leaf B-trees checked against
+    this heap, by what the check depends on (see :func:`_one_leaf`).
+    """
+
+    __slots__ = ("data", "leaves")
 
     def __missing__(self, offset: int) -> bytes:
         stop = self.data.find(b"\0", offset) if 0 <= offset < len(self.data) else -1
@@ -471,7 +528,7 @@ def _local_heap(f: _File, addr: int) -> _Names:
     else:
         raise Unsupported("local heap free list too long")
     names = _Names()
-    names.data = key[16:]
+    names.data, names.leaves = key[16:], {}
     _remember(_HEAPS, key, names)
     return names
 
@@ -519,11 +576,7 @@ def _leaf(f: _File, addr: int, names: _Names, out: dict, last: list, low: bytes,
     buf = f.buf
     sig, version, nsym = _SNOD.unpack_from(buf, f.span(addr, 8))
     _check(sig == b"SNOD" and version == 1 and 0 < nsym <= 2 * f.leaf_k, "symbol table node")
-    layout = _ENTRIES.get(nsym)
-    if layout is None:
-        layout = struct.Struct("<" + "QQI4xQQ" * nsym)  # name offset, header, cache type, scratch
-        _remember(_ENTRIES, nsym, layout)
-    entries = layout.unpack_from(buf, f.span(addr + 8, 40 * nsym))
+    entries = _entries(nsym).unpack_from(buf, f.span(addr + 8, 40 * nsym))
     previous = last[0]
     found = [names[offset] for offset in entries[::5]]
     for name in found:
@@ -611,7 +664,6 @@ class DirectGroup:
         (['spike_ids', 'spike_times'], ['spike_times'], True)
         """
         f, wanted = self._file, frozenset(datasets)
-        headers = f.headers  # not added to: a trial's datasets are met once
         numbers: list[str] = []
         strings: list[str] = []
         shapes: list[str] = []
@@ -621,10 +673,10 @@ class DirectGroup:
             try:
                 kinds, arrays = {}, {}
                 for member, maddr in _links(f, h).items():
-                    mh = headers.get(maddr) or _Header(f, maddr)
-                    kind = kinds[member] = mh.kind
-                    if kind == DATASET and member in wanted:
-                        arrays[member], label = _dataset(f, mh)
+                    kind, data, label = _member(f, maddr, member in wanted)
+                    kinds[member] = kind
+                    if data is not None:
+                        arrays[member] = data
                         shapes.append(label)
                 out.append((kinds, _attributes(f, h, numbers, strings), arrays))
             except MALFORMED as exc:
@@ -653,7 +705,7 @@ class DirectGroup:
         """The member dataset ``name``: a new array of its stored shape and type."""
         h = self._child(name, DATASET)
         try:
-            data, label = _dataset(self._file, h)
+            data, label = _dataset(self._file, h.dtype, h.space, h.layout)
         except MALFORMED as exc:
             raise Corrupt(f"malformed dataset {self.path}/{name} ({exc})") from exc
         self.features.shapes[label] += 1
@@ -670,38 +722,76 @@ def _shape_label(type_name: str, shape: tuple[int, ...]) -> str:
     return label
 
 
-def _dataset(f: _File, h: _Header) -> tuple[np.ndarray, str]:
-    """The values of a contiguous or compact dataset of numbers, and how
-    :class:`Features` counts it (:func:`_shape_label`)."""
+def _member(f: _File, addr: int, want: bool) -> tuple[str, np.ndarray | None, str]:
+    """A member's kind and, when it is a dataset and ``want``, its values and
+    :func:`_shape_label` (else None and "").
+
+    A header of one block (a trial dataset's) is read through its cached
+    :class:`_Block`, without building a :class:`_Header`; any other goes
+    through :class:`_Header`, which also raises what is wrong.
+    """
+    buf, eof = f.buf, f.eof
+    h = f.headers.get(addr)
+    if h is None and addr + 16 <= eof:
+        version, _, nmesgs, _, size = _PREFIX.unpack_from(buf, addr)
+        pos = addr + 16
+        end = pos + size
+        if version == 1 and end <= eof:
+            block = _block(buf, pos, end)
+            if block.count == nmesgs and not block.continuations and block.kind is not None:
+                if block.kind != DATASET or not want:
+                    return block.kind, None, ""
+                if block.type is None:
+                    block.type = _datatype(buf, pos + block.dtype[0], pos + block.dtype[1])
+                layout = None if block.layout is None else (pos + block.layout[0], pos + block.layout[1])
+                return (DATASET, *_values(f, block.type, (pos + block.space[0], pos + block.space[1]), layout))
+    if h is None:
+        h = _Header(f, addr)
+    if h.kind != DATASET or not want:
+        return h.kind, None, ""
+    return (DATASET, *_dataset(f, h.dtype, h.space, h.layout))
+
+
+def _dataset(f: _File, dtype: tuple[int, int], space: tuple[int, int],
+             layout: tuple[int, int] | None) -> tuple[np.ndarray, str]:
+    """The values of a contiguous or compact dataset of numbers whose datatype,
+    dataspace and layout messages lie at ``dtype``, ``space`` and ``layout``
+    (``(start, stop)`` in the file), and how :class:`Features` counts it
+    (:func:`_shape_label`)."""
+    return _values(f, _datatype(f.buf, *dtype), space, layout)
+
+
+def _values(f: _File, t: _Type, space: tuple[int, int], layout: tuple[int, int] | None) -> tuple[np.ndarray, str]:
+    """:func:`_dataset`, its datatype decoded."""
     buf = f.buf
-    t = _datatype(buf, *h.dtype)
-    pos, end = h.space
+    pos, end = space
     key = buf[pos:end]
-    shape = _SPACES.get(key, False)
-    if shape is False:
+    shaped = t.spaces.get(key)
+    if shaped is None:
         shape = _dataspace(key, 0, len(key))
-        _remember(_SPACES, key, shape)
-    _check(t.kind == "number" and shape is not None, "dataset of strings or null dataspace")
-    _check(h.layout is not None, "dataset without layout")
-    pos, end = h.layout
+        _check(t.kind == "number" and shape is not None, "dataset of strings or null dataspace")
+        n = 1
+        for d in shape:
+            n *= d
+        shaped = (shape, n, n * t.size, _shape_label(t.name, shape))
+        _remember(t.spaces, key, shaped)
+    shape, n, nbytes, label = shaped
+    _check(layout is not None, "dataset without layout")
+    pos, end = layout
     _check(end - pos >= 4 and buf[pos] == 3, "layout message version")
-    n = 1
-    for d in shape:
-        n *= d
-    nbytes = n * t.size
     if buf[pos + 1] == 1:  # contiguous
         _check(end - pos >= 18, "layout message too short")
         addr, size = _QQ.unpack_from(buf, pos + 2)
         if addr == UNDEFINED:
             _check(nbytes == 0, "contiguous dataset without storage (fill value)")
-            return np.empty(shape, t.dtype), _shape_label(t.name, shape)
+            return np.empty(shape, t.dtype), label
         _check(size == nbytes, "contiguous storage size")
         data = np.frombuffer(buf, t.dtype, n, f.span(addr, size))
-        return (data.copy() if len(shape) == 1 else data.reshape(shape).copy()), _shape_label(t.name, shape)
+        return (data.copy() if len(shape) == 1 else data.reshape(shape).copy()), label
     if buf[pos + 1] == 0:  # compact
         size = struct.unpack_from("<H", buf, pos + 2)[0]
         _check(size == nbytes and pos + 4 + size <= end, "compact storage size")
-        return np.frombuffer(buf, t.dtype, n, pos + 4).reshape(shape).copy(), _shape_label(t.name, shape)
+        return np.frombuffer(buf, t.dtype, n, pos + 4).reshape(shape).copy(), label
     raise Unsupported(f"layout class {buf[pos + 1]} (chunked or virtual)")
 
 

@@ -7,6 +7,8 @@ as the independent reference.
 from __future__ import annotations
 
 import multiprocessing
+import re
+import struct
 import tempfile
 from pathlib import Path
 
@@ -295,8 +297,10 @@ def test_files_written_here(tmp_path, build, libver, must_parse):
 def test_cached_header_layouts_never_share_what_differs(tmp_path):
     """Header blocks and attribute plans are reused across groups and files by their
     structural bytes: groups whose headers differ only in a value, an attribute's
-    name, its type (float64 vs int64, same size), its string size or its shape must
-    each read as h5py reads them, whatever was read before in the same process."""
+    name, its type (float64 vs int64, same size), its string size or its shape, or
+    in a dataset's type, shape or members (one-leaf B-trees are remembered per
+    local heap) must each read as h5py reads them, whatever was read before in
+    the same process."""
     variants = {
         "values": lambda g, i: g.attrs.create("x", float(i) + 0.5, dtype="f8"),
         "name": lambda g, i: g.attrs.create("ab"[i % 2], 1.0, dtype="f8"),
@@ -304,6 +308,8 @@ def test_cached_header_layouts_never_share_what_differs(tmp_path):
         "strlen": lambda g, i: g.attrs.create("x", b"ab"[: 1 + i % 2], dtype=f"S{1 + i % 2}"),
         "shape": lambda g, i: g.attrs.create("x", np.arange(1 + i % 2, dtype="f8")),
         "data": lambda g, i: g.create_dataset("d", data=np.arange(i % 3 + 1, dtype=["f8", "i8", "<u4"][i % 3])),
+        "dshape": lambda g, i: g.create_dataset("d", data=np.full([(2,), (2, 1), (1, 2), ()][i % 4], 1.5 + i)),
+        "members": lambda g, i: [g.create_dataset(n, data=[float(i)]) for n in ("d", "e", "c")[: 1 + i % 3]],
     }
     paths = []
     for kind, make in variants.items():
@@ -320,6 +326,27 @@ def test_cached_header_layouts_never_share_what_differs(tmp_path):
         with open_direct(path) as root, open_h5py(path) as reference:
             names = sorted(root.members())
             assert_same(tuple(root.children(names, ["d"])), tuple(reference.children(names, ["d"])))
+
+
+def test_remembered_member_lists_still_check_the_entries(tmp_path):
+    """One-leaf B-trees are remembered per local heap: a group whose heap equals
+    that of a group read before, but whose two symbol table entries are swapped
+    (out of name order), is refused, never read as the first group's members."""
+    path, bad = tmp_path / "f.h5", tmp_path / "swapped.h5"
+    with h5py.File(path, "w") as f:
+        for group in ("g0", "g1"):
+            f.create_dataset(f"{group}/d", data=[1.0])
+            f.create_dataset(f"{group}/e", data=[2.0, 3.0])
+    with open_direct(path) as root:
+        assert root.group("g0").members() == {"d": "dataset", "e": "dataset"}  # remembered
+        header_of_d = struct.pack("<Q", root.group("g1")._members()["d"])
+    data = bytearray(path.read_bytes())
+    snod = next(m.start() for m in re.finditer(b"SNOD", data) if data[m.start() + 16:m.start() + 24] == header_of_d)
+    first, second = slice(snod + 8, snod + 48), slice(snod + 48, snod + 88)  # 40-byte entries after 8 bytes
+    data[first], data[second] = data[second], data[first]
+    bad.write_bytes(bytes(data))
+    with open_direct(bad) as root, pytest.raises(Unsupported, match="out of order"):
+        root.group("g1").members()
 
 
 def test_variety_counts_what_it_met(tmp_path):
