@@ -135,21 +135,47 @@ def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, xr.V
     """
     out = {}
     for col in table.columns:
-        values = table[col]
         name = f"{prefix}{col}"
-        if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
-            out[name] = xr.Variable(dim, values.to_numpy())
+        values = _column_values(table[col])
+        if values.dtype != object:
+            out[name] = xr.Variable(dim, values)
             continue
-        numeric = pd.to_numeric(values, errors="coerce")
-        is_num = values.map(lambda v: v is None or isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
-        if is_num.all():
-            out[name] = xr.Variable(dim, numeric.to_numpy(dtype="f8"))
-            continue
-        codes, labels = pd.factorize(values.map(lambda v: "" if v is None else str(v)).to_numpy(dtype=object))
+        codes, labels = pd.factorize(values)
         out[name] = xr.Variable(dim, codes.astype("i4"), {LABELS_ATTR: f"labels_{name}"})
         out[f"labels_{name}"] = xr.Variable(f"labels_{name}", np.asarray(labels, dtype=object),
                                             {"long_name": f"the distinct values of {name}, indexed by its codes"})
     return out
+
+
+def _is_number(value) -> bool:
+    return value is None or isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def _column_values(values: pd.Series) -> np.ndarray:
+    """A column as stored: numbers as they are, a column of only numbers and missing values as float64,
+    any other as an object array of strings (``None`` -> ``""``, any other value -> ``str(value)``).
+
+    A ``str`` column (missing values NaN, whose ``str`` is ``"nan"``) takes a vectorised path; other
+    columns (mixed objects, booleans) are converted value by value.
+
+    Examples
+    --------
+    >>> _column_values(pd.Series(["a", None, 1.5], dtype=object)).tolist()
+    ['a', '', '1.5']
+    >>> _column_values(pd.Series([1, None], dtype=object)).tolist()
+    [1.0, nan]
+    >>> _column_values(pd.Series(["b", float("nan")], dtype="str")).tolist()
+    ['b', 'nan']
+    """
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
+        return values.to_numpy()
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.na_value is np.nan:
+        if values.isna().all():
+            return np.full(len(values), np.nan)
+        return values.fillna("nan").to_numpy(dtype=object)
+    if values.map(_is_number).all():
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype="f8")
+    return values.map(lambda v: "" if v is None else str(v)).to_numpy(dtype=object)
 
 
 def _unit_row(animal: str, stem: str, unit: Unit) -> dict:
@@ -168,53 +194,115 @@ def _unit_row(animal: str, stem: str, unit: Unit) -> dict:
             "rule_disagreements": ";".join(unit.disagreements), "unknown_attrs": ";".join(unknown)}
 
 
+#: The group and trial tables of an animal without units.
+EMPTY_GROUPS = ("protocol", "number", "stim_md5", "stim_type", "stim_duration", "unit")
+EMPTY_TRIALS = (*TRIAL_COLUMNS, "unit")
+
+
+def _stack(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The units' tables one under the other, with a column ``unit``: each row's index into ``tables``.
+
+    One ``concat``; the columns are in the order ``concat`` gives ``table.assign(unit=i)`` (the union of
+    the tables' columns, in order of first appearance).
+
+    Examples
+    --------
+    >>> _stack([pd.DataFrame({"a": [1]}), pd.DataFrame({"a": [2], "b": [3]})]).columns.tolist()
+    ['a', 'unit', 'b']
+    """
+    columns = list(dict.fromkeys(c for t in tables for c in (t.columns if "unit" in t.columns else
+                                                            [*t.columns, "unit"])))
+    stacked = pd.concat(tables, ignore_index=True)
+    stacked["unit"] = np.repeat(np.arange(len(tables)), [len(t) for t in tables])
+    return stacked if stacked.columns.tolist() == columns else stacked[columns]
+
+
+def _stim_rank(groups: pd.DataFrame) -> np.ndarray:
+    """Each group's stimulus's rank in :func:`stim_order` (the key its rows are sorted by).
+
+    A stimulus is ranked by its first group's ``stim_type`` and (for calls) ``callid``.
+    """
+    first = groups.drop_duplicates("stim_md5")
+    stims = pd.DataFrame({"md5": first["stim_md5"], "stim_type": first["stim_type"].astype(str),
+                          "call_type": first.get("callid", pd.Series("", index=first.index)).fillna("").astype(str)})
+    stims.loc[stims["stim_type"] != "call", "call_type"] = ""
+    rank = {md5: i for i, md5 in enumerate(stim_order(stims)["md5"])}
+    return groups["stim_md5"].map(rank).to_numpy()
+
+
+def _runs(order: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Where runs start in ``order``: a run is a stretch of one unit's consecutive rows.
+
+    Examples
+    --------
+    >>> _runs(np.array([2, 3, 0, 1, 4]), np.array([0, 0, 0, 1, 1])).tolist()  # rows 2 | 3 | 0, 1 | 4
+    [0, 1, 2, 4]
+    """
+    new = np.ones(order.size, bool)
+    new[1:] = (np.diff(order) != 1) | (unit[order[1:]] != unit[order[:-1]])
+    return np.flatnonzero(new)
+
+
+def _sorted_spikes(spikes: list[np.ndarray], unit: np.ndarray, counts: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The units' spike times with their trials (rows of all units, ``counts`` spikes each) taken in ``order``.
+
+    One copy per run of a unit's consecutive trials (see :func:`_runs`), into one array: no index
+    array or concatenation the size of the spikes.
+
+    Examples
+    --------
+    >>> spikes = [np.array([1., 2., 3.]), np.array([9.])]
+    >>> _sorted_spikes(spikes, np.array([0, 0, 1]), np.array([1, 2, 1]), np.array([2, 1, 0])).tolist()
+    [9.0, 2.0, 3.0, 1.0]
+    """
+    out = np.empty(int(counts.sum()), dtype=np.result_type(*spikes) if spikes else "f8")
+    if not order.size:
+        return out
+    unit_start = np.cumsum([0] + [len(s) for s in spikes])
+    offset = np.cumsum(counts) - counts - unit_start[unit]  # each row's start within its unit
+    starts = _runs(order, unit)
+    sizes = np.add.reduceat(counts[order], starts)
+    destination = np.cumsum(sizes) - sizes
+    for src, at, dst, n in zip(unit[order[starts]].tolist(), offset[order[starts]].tolist(),
+                               destination.tolist(), sizes.tolist()):
+        out[dst:dst + n] = spikes[src][at:at + n]
+    return out
+
+
 def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tuple[str, str]]) -> xr.Dataset:
     """Tables of all units of one animal -> the store Dataset (rows sorted)."""
-    unit_rows, group_tables, trial_tables, spikes = [], [], [], []
-    n_groups = 0
-    for index, (stem, unit) in enumerate(zip(stems, units)):
-        unit_rows.append(_unit_row(animal, stem, unit))
-        groups = unit.groups.assign(unit=index)
-        trials = unit.trials.assign(unit=index, group=unit.trials["group"] + n_groups)
-        n_groups += len(groups)
-        group_tables.append(groups)
-        trial_tables.append(trials)
-        spikes.append(unit.spike_times)
-    groups = pd.concat(group_tables, ignore_index=True) if group_tables else pd.DataFrame(
-        columns=["protocol", "number", "stim_md5", "stim_type", "stim_duration", "unit"])
-    trials = pd.concat(trial_tables, ignore_index=True) if trial_tables else pd.DataFrame(
-        {c: pd.Series(dtype="f8") for c in (*TRIAL_COLUMNS, "unit")})
-    spike_time = np.concatenate(spikes) if spikes else np.empty(0)
-
-    stims = groups.assign(md5=groups["stim_md5"], stim_type=groups["stim_type"].astype(str),
-                          call_type=groups.get("callid", pd.Series("", index=groups.index)).fillna("").astype(str))
-    stims.loc[stims["stim_type"] != "call", "call_type"] = ""
-    rank = {md5: i for i, md5 in enumerate(stim_order(stims.drop_duplicates("md5"))["md5"])}
-    stim_rank = groups["stim_md5"].map(rank).to_numpy()
-    order = np.lexsort((np.arange(len(trials)), trials["unit"].to_numpy(), stim_rank[trials["group"].to_numpy().astype(int)])) \
-        if len(trials) else np.arange(0)
-    starts = np.concatenate([[0], np.cumsum(trials["count"].to_numpy())]).astype("i8")
+    unit_rows = [_unit_row(animal, stem, unit) for stem, unit in zip(stems, units)]
+    if units:
+        groups = _stack([unit.groups for unit in units])
+        trials = _stack([unit.trials for unit in units])
+        first_group = np.cumsum([0] + [len(unit.groups) for unit in units])
+        trials["group"] = trials["group"].to_numpy() + first_group[trials["unit"].to_numpy()]
+    else:
+        groups = pd.DataFrame(columns=list(EMPTY_GROUPS))
+        trials = pd.DataFrame({c: pd.Series(dtype="f8") for c in EMPTY_TRIALS})
+    trial_unit = trials["unit"].to_numpy().astype(int)
+    trial_group = trials["group"].to_numpy().astype(int)
+    stim_rank = _stim_rank(groups)
     counts = trials["count"].to_numpy().astype("i8")
-    sorted_counts = counts[order]
-    spike_index = np.repeat(starts[order] - np.concatenate([[0], np.cumsum(sorted_counts)[:-1]]), sorted_counts) \
-        + np.arange(sorted_counts.sum())
+    order = np.argsort(stim_rank[trial_group].astype("i8") * max(len(units), 1) + trial_unit, kind="stable")
+    spike_time = _sorted_spikes([unit.spike_times for unit in units], trial_unit, counts, order)
     trials = trials.iloc[order].reset_index(drop=True)
-    extra = trials.drop(columns=[*TRIAL_COLUMNS, "unit", "count", "group"])
+    trial_unit, trial_group = trial_unit[order], trial_group[order]
+    extra = trials.drop(columns=list(EMPTY_TRIALS))
 
     ds = xr.Dataset(
         {
-            "spike_time": xr.Variable("spike", spike_time[spike_index],
+            "spike_time": xr.Variable("spike", spike_time,
                                       {"units": "s", "long_name": "spike time from stimulus onset"}),
             "row_size": xr.Variable("row", trials["count"].to_numpy("i4"),
                                     {"sample_dimension": "spike", "long_name": "spikes in this trial"}),
-            "row_unit": xr.Variable("row", trials["unit"].to_numpy("i4"), {"long_name": "index into unit_*"}),
-            "row_group": xr.Variable("row", trials["group"].to_numpy("i4"), {"long_name": "index into group_*"}),
+            "row_unit": xr.Variable("row", trial_unit.astype("i4"), {"long_name": "index into unit_*"}),
+            "row_group": xr.Variable("row", trial_group.astype("i4"), {"long_name": "index into group_*"}),
             "row_trial_name": xr.Variable("row", trials["trial_name"].to_numpy("i4"),
                                           {"long_name": "the trial's group name in its unit file"}),
             "row_presentation": xr.Variable("row", trials["presentation"].to_numpy("i4"),
                                             {"long_name": "presentation order within its stimulus group"}),
-            "row_trial": xr.Variable("row", pair_position(groups["stim_md5"].to_numpy()[trials["group"].to_numpy(int)],
-                                                          trials["unit"].to_numpy()),
+            "row_trial": xr.Variable("row", pair_position(stim_rank[trial_group], trial_unit),
                                      {"long_name": "presentation order within the (stimulus, unit) pair"}),
             **{f"row_{k}": xr.Variable("row", trials[k].to_numpy("f8"), {"long_name": f"{k.replace('_', ' ')} "
                                        "of spike_ids (NaN: no spike)"}) for k in ("first_id", "last_id")},
