@@ -16,6 +16,7 @@ import warnings
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 import aa4xr
@@ -396,3 +397,47 @@ def test_spike_handle_is_kept_per_process_and_never_reads_a_replaced_store(root,
     np.testing.assert_array_equal(row_spikes(path, np.array([10, 0]), np.array([5, 3])),
                                   np.r_[np.arange(10.0, 15.0), np.arange(3.0)])
     assert [key for key in store._OPEN if key[0] == path] == [store.file_identity(path)]
+
+
+def test_table_columns_are_stored_as_numbers_or_string_codes_by_their_values():
+    """Each kind of column a unit table can hold, with the stored values written out by hand."""
+    table = pd.DataFrame({
+        "n": [1, 2, 3],
+        "s": pd.Series(["b", np.nan, "nan"], dtype="str"),  # missing and literal "nan" are one label
+        "nan_s": pd.Series([np.nan] * 3, dtype="str"),  # no value at all: numbers (NaN)
+        "mixed": pd.Series(["x", 1.5, None], dtype=object),
+        "nums": pd.Series([np.int64(3), 2.5, None], dtype=object),
+        "flag": [True, False, True],
+    })
+    got = store._table_to_vars(table, "t_", "row")
+    assert got["t_n"].values.tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(got["t_nan_s"].values, [np.nan] * 3)
+    np.testing.assert_array_equal(got["t_nums"].values, [3.0, 2.5, np.nan])
+    for col, strings in {"s": ["b", "nan", "nan"], "mixed": ["x", "1.5", ""], "flag": ["True", "False", "True"]}.items():
+        var = got[f"t_{col}"]
+        assert var.dtype == np.int32 and var.attrs[store.LABELS_ATTR] == f"labels_t_{col}"
+        labels = got[f"labels_t_{col}"].values
+        assert labels[var.values].tolist() == strings
+        assert labels.tolist() == list(dict.fromkeys(strings))  # in order of first appearance
+
+
+def test_stacked_tables_keep_the_column_order_of_per_unit_assign():
+    tables = [pd.DataFrame({"a": [1], "s": ["x"]}), pd.DataFrame({"b": [2.0], "a": [3]}),
+              pd.DataFrame({"unit": ["file's own"], "c": [4]})]
+    stacked = store._stack(tables)
+    expected = pd.concat([t.assign(unit=i) for i, t in enumerate(tables)], ignore_index=True)
+    pd.testing.assert_frame_equal(stacked, expected, check_dtype=False)
+
+
+def test_spikes_are_copied_in_row_order():
+    """Against a plain concatenation indexed spike by spike."""
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 5, 40)
+    unit = np.sort(rng.integers(0, 4, 40))
+    spikes = [rng.random(int(counts[unit == u].sum())) for u in range(5)]  # unit 4 has no rows
+    order = rng.permutation(40)
+    order[5:15] = np.sort(order[5:15])  # some runs of consecutive rows
+    flat = np.concatenate(spikes)
+    starts = np.cumsum(counts) - counts
+    expected = np.concatenate([flat[s:s + n] for s, n in zip(starts[order], counts[order])])
+    np.testing.assert_array_equal(store._sorted_spikes(spikes, unit, counts, order), expected)
