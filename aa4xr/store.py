@@ -29,7 +29,7 @@ import warnings
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import h5py
 import numpy as np
@@ -124,7 +124,28 @@ def _read_or_error(path: str) -> Unit | str:
         return str(exc)
 
 
-def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, xr.Variable]:
+class Var(NamedTuple):
+    """One variable of a store: its dimension, values (1-D) and attributes."""
+
+    dim: str
+    values: np.ndarray
+    attrs: dict
+
+
+@dataclass(frozen=True)
+class Store:
+    """A store in memory, as :func:`_assemble` makes it and :func:`_write_netcdf` writes it."""
+
+    variables: dict[str, Var]
+    attrs: dict
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all values."""
+        return sum(var.values.nbytes for var in self.variables.values())
+
+
+def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, Var]:
     """Columns -> netCDF-legal variables: numbers as float64/int, strings as codes.
 
     A string column ``<prefix><col>`` is stored as int32 codes into the
@@ -138,12 +159,12 @@ def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, xr.V
         name = f"{prefix}{col}"
         values = _column_values(table[col])
         if values.dtype != object:
-            out[name] = xr.Variable(dim, values)
+            out[name] = Var(dim, values, {})
             continue
         codes, labels = pd.factorize(values)
-        out[name] = xr.Variable(dim, codes.astype("i4"), {LABELS_ATTR: f"labels_{name}"})
-        out[f"labels_{name}"] = xr.Variable(f"labels_{name}", np.asarray(labels, dtype=object),
-                                            {"long_name": f"the distinct values of {name}, indexed by its codes"})
+        out[name] = Var(dim, codes.astype("i4"), {LABELS_ATTR: f"labels_{name}"})
+        out[f"labels_{name}"] = Var(f"labels_{name}", np.asarray(labels, dtype=object),
+                                    {"long_name": f"the distinct values of {name}, indexed by its codes"})
     return out
 
 
@@ -269,8 +290,8 @@ def _sorted_spikes(spikes: list[np.ndarray], unit: np.ndarray, counts: np.ndarra
     return out
 
 
-def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tuple[str, str]]) -> xr.Dataset:
-    """Tables of all units of one animal -> the store Dataset (rows sorted)."""
+def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tuple[str, str]]) -> Store:
+    """Tables of all units of one animal -> its store (rows sorted)."""
     unit_rows = [_unit_row(animal, stem, unit) for stem, unit in zip(stems, units)]
     if units:
         groups = _stack([unit.groups for unit in units])
@@ -290,34 +311,31 @@ def _assemble(animal: str, stems: list[str], units: list[Unit], skipped: list[tu
     trial_unit, trial_group = trial_unit[order], trial_group[order]
     extra = trials.drop(columns=list(EMPTY_TRIALS))
 
-    ds = xr.Dataset(
-        {
-            "spike_time": xr.Variable("spike", spike_time,
-                                      {"units": "s", "long_name": "spike time from stimulus onset"}),
-            "row_size": xr.Variable("row", trials["count"].to_numpy("i4"),
-                                    {"sample_dimension": "spike", "long_name": "spikes in this trial"}),
-            "row_unit": xr.Variable("row", trial_unit.astype("i4"), {"long_name": "index into unit_*"}),
-            "row_group": xr.Variable("row", trial_group.astype("i4"), {"long_name": "index into group_*"}),
-            "row_trial_name": xr.Variable("row", trials["trial_name"].to_numpy("i4"),
-                                          {"long_name": "the trial's group name in its unit file"}),
-            "row_presentation": xr.Variable("row", trials["presentation"].to_numpy("i4"),
-                                            {"long_name": "presentation order within its stimulus group"}),
-            "row_trial": xr.Variable("row", pair_position(stim_rank[trial_group], trial_unit),
-                                     {"long_name": "presentation order within the (stimulus, unit) pair"}),
-            **{f"row_{k}": xr.Variable("row", trials[k].to_numpy("f8"), {"long_name": f"{k.replace('_', ' ')} "
-                                       "of spike_ids (NaN: no spike)"}) for k in ("first_id", "last_id")},
-            **{f"row_{k}": xr.Variable("row", trials[k].to_numpy("f8"),
-                                       {"units": "Hz" if k.endswith("rate") else "s"}) for k in TRIAL_ATTRS},
-            **_table_to_vars(extra, "row_attr_", "row"),
-            **_table_to_vars(pd.DataFrame(unit_rows), "unit_", "unit"),
-            **_table_to_vars(groups, "group_", "group"),
-            "skipped_file": xr.Variable("skipped", np.array([s for s, _ in skipped], dtype=object)),
-            "skipped_reason": xr.Variable("skipped", np.array([r for _, r in skipped], dtype=object)),
-        },
-        attrs={"Conventions": "CF-1.8", "featureType": "aa4 ragged spike times", "animal": animal,
-               "aa4xr_format_version": FORMAT_VERSION},
-    )
-    return ds
+    variables = {
+        "spike_time": Var("spike", spike_time, {"units": "s", "long_name": "spike time from stimulus onset"}),
+        "row_size": Var("row", trials["count"].to_numpy("i4"),
+                        {"sample_dimension": "spike", "long_name": "spikes in this trial"}),
+        "row_unit": Var("row", trial_unit.astype("i4"), {"long_name": "index into unit_*"}),
+        "row_group": Var("row", trial_group.astype("i4"), {"long_name": "index into group_*"}),
+        "row_trial_name": Var("row", trials["trial_name"].to_numpy("i4"),
+                              {"long_name": "the trial's group name in its unit file"}),
+        "row_presentation": Var("row", trials["presentation"].to_numpy("i4"),
+                                {"long_name": "presentation order within its stimulus group"}),
+        "row_trial": Var("row", pair_position(stim_rank[trial_group], trial_unit),
+                         {"long_name": "presentation order within the (stimulus, unit) pair"}),
+        **{f"row_{k}": Var("row", trials[k].to_numpy("f8"),
+                           {"long_name": f"{k.replace('_', ' ')} of spike_ids (NaN: no spike)"})
+           for k in ("first_id", "last_id")},
+        **{f"row_{k}": Var("row", trials[k].to_numpy("f8"), {"units": "Hz" if k.endswith("rate") else "s"})
+           for k in TRIAL_ATTRS},
+        **_table_to_vars(extra, "row_attr_", "row"),
+        **_table_to_vars(pd.DataFrame(unit_rows), "unit_", "unit"),
+        **_table_to_vars(groups, "group_", "group"),
+        "skipped_file": Var("skipped", np.array([s for s, _ in skipped], dtype=object), {}),
+        "skipped_reason": Var("skipped", np.array([r for _, r in skipped], dtype=object), {}),
+    }
+    return Store(variables, {"Conventions": "CF-1.8", "featureType": "aa4 ragged spike times", "animal": animal,
+                             "aa4xr_format_version": FORMAT_VERSION})
 
 
 class StoreError(OSError):
@@ -328,11 +346,45 @@ class StoreError(OSError):
 CHUNK = 2**16
 
 
-def _encoding(ds: xr.Dataset) -> dict:
-    """fletcher32 checksums on every numeric variable, so a corrupt block raises instead of
-    misreading (HDF5 filters cannot apply to variable-length strings)."""
-    return {name: {"fletcher32": True, "chunksizes": (max(1, min(CHUNK, var.size)),)}
-            for name, var in ds.variables.items() if var.ndim == 1 and var.dtype.kind in "iuf"}
+def _creation(values: np.ndarray) -> dict:
+    """How a variable is created (``h5netcdf.File.create_variable`` keywords), as ``xarray.Dataset.to_netcdf``
+    encodes it.
+
+    Numbers get fletcher32 checksums in chunks of :data:`CHUNK`, so a corrupt block raises instead of
+    misreading, and floats NaN as ``_FillValue``; strings are variable-length (HDF5 filters cannot apply
+    to them). An empty column of strings is float64 without a fill value, as xarray writes it.
+
+    Examples
+    --------
+    >>> _creation(np.zeros(3, "i4"))
+    {'dtype': dtype('int32'), 'chunks': (3,), 'fletcher32': True}
+    >>> _creation(np.array([], dtype=object))
+    {'dtype': dtype('float64'), 'chunks': None}
+    """
+    if values.dtype.kind in "iuf":
+        fill = {"fillvalue": np.nan} if values.dtype.kind == "f" else {}
+        return {"dtype": values.dtype, "chunks": (max(1, min(CHUNK, values.size)),), "fletcher32": True, **fill}
+    if values.size == 0:
+        return {"dtype": np.dtype("f8"), "chunks": None}
+    return {"dtype": h5py.string_dtype(), "chunks": None}
+
+
+def _write_netcdf(store: Store, path: Path) -> None:
+    """Write a store as netCDF-4 with h5netcdf: the file ``xarray.Dataset.to_netcdf(engine="h5netcdf")``
+    writes (see :func:`_creation`), without xarray's encoding machinery and the dask it imports."""
+    import h5netcdf
+
+    with h5netcdf.File(path, "w") as f:
+        for key, value in store.attrs.items():
+            f.attrs[key] = value
+        for var in store.variables.values():
+            if var.dim not in f.dimensions:
+                f.dimensions[var.dim] = var.values.size
+        for name, var in store.variables.items():
+            created = f.create_variable(name, (var.dim,), **_creation(var.values))
+            for key, value in var.attrs.items():
+                created.attrs[key] = value
+            created[...] = var.values
 
 
 def check_cache_writable(folder: Path) -> None:
@@ -372,7 +424,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _write_atomic(ds: xr.Dataset, path: Path) -> None:
+def _write_atomic(store: Store, path: Path) -> None:
     """Write a store under a temporary name and rename it: a reader never sees half a store.
 
     The file gets the permissions the umask allows (a cache shared within a lab
@@ -380,7 +432,7 @@ def _write_atomic(ds: xr.Dataset, path: Path) -> None:
     """
     tmp = _tmp_name(path)
     try:
-        ds.to_netcdf(tmp, engine="h5netcdf", encoding=_encoding(ds))
+        _write_netcdf(store, tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -388,7 +440,7 @@ def _write_atomic(ds: xr.Dataset, path: Path) -> None:
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free
-        needed = ds.nbytes
+        needed = store.nbytes
         if isinstance(exc, (OSError, RuntimeError)) and free < 2 * needed:
             raise StoreError(f"no room to write the store {path.name} in {str(path.parent)!r}: about "
                              f"{needed / 2**20:.0f} MB needed, {free / 2**20:.0f} MB free on that disk; free "

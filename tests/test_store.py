@@ -203,11 +203,11 @@ def test_read_only_cache_fails_before_reading(root, tmp_path):
 
 
 def test_full_disk_names_the_folder_and_the_space(root, fresh_cache, monkeypatch):
-    def no_space(self, path, **kwargs):
+    def no_space(data, path):
         open(path, "wb").close()
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.xr.Dataset, "to_netcdf", no_space)
+    monkeypatch.setattr(store, "_write_netcdf", no_space)
     monkeypatch.setattr(store.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 1000))
     with pytest.raises(store.StoreError, match=rf"{fresh_cache / 'stores'}.*MB needed.*MB free"):
         _paths(root)
@@ -415,7 +415,7 @@ def test_table_columns_are_stored_as_numbers_or_string_codes_by_their_values():
     np.testing.assert_array_equal(got["t_nums"].values, [3.0, 2.5, np.nan])
     for col, strings in {"s": ["b", "nan", "nan"], "mixed": ["x", "1.5", ""], "flag": ["True", "False", "True"]}.items():
         var = got[f"t_{col}"]
-        assert var.dtype == np.int32 and var.attrs[store.LABELS_ATTR] == f"labels_t_{col}"
+        assert var.values.dtype == np.int32 and var.attrs[store.LABELS_ATTR] == f"labels_t_{col}"
         labels = got[f"labels_t_{col}"].values
         assert labels[var.values].tolist() == strings
         assert labels.tolist() == list(dict.fromkeys(strings))  # in order of first appearance
