@@ -276,7 +276,7 @@ def _sorted_spikes(spikes: list[np.ndarray], unit: np.ndarray, counts: np.ndarra
     >>> _sorted_spikes(spikes, np.array([0, 0, 1]), np.array([1, 2, 1]), np.array([2, 1, 0])).tolist()
     [9.0, 2.0, 3.0, 1.0]
     """
-    out = np.empty(int(counts.sum()), dtype=np.result_type(*spikes) if spikes else "f8")
+    out = np.empty(int(counts.sum()), dtype=np.result_type(*{s.dtype for s in spikes}) if spikes else "f8")
     if not order.size:
         return out
     unit_start = np.cumsum([0] + [len(s) for s in spikes])

@@ -18,10 +18,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 import aa4xr
 from aa4xr import store
-from aa4xr.read import UnitFileError
+from aa4xr.read import UnitFileError, read_unit
 
 ANIMAL = "LblBlu2028M"
 
@@ -441,3 +442,23 @@ def test_spikes_are_copied_in_row_order():
     starts = np.cumsum(counts) - counts
     expected = np.concatenate([flat[s:s + n] for s, n in zip(starts[order], counts[order])])
     np.testing.assert_array_equal(store._sorted_spikes(spikes, unit, counts, order), expected)
+
+
+def test_store_file_is_what_xarray_writes(root, tmp_path):
+    """The direct h5netcdf writer against ``xarray.Dataset.to_netcdf`` with the same checksummed chunks."""
+    files = sorted((root / ANIMAL).glob("Site*.h5"))
+    units = [read_unit(f) for f in files[:3]]
+    for name, skipped in {"none": [], "some": [("/x/a.h5", "unreadable")]}.items():
+        data = store._assemble(ANIMAL, [f.stem for f in files[:3]], units, skipped)
+        store._write_netcdf(data, tmp_path / f"direct-{name}.nc")
+        ds = xr.Dataset({k: xr.Variable(v.dim, v.values, v.attrs) for k, v in data.variables.items()}, attrs=data.attrs)
+        encoding = {k: {"fletcher32": True, "chunksizes": (max(1, min(store.CHUNK, v.values.size)),)}
+                    for k, v in data.variables.items() if v.values.dtype.kind in "iuf"}
+        ds.to_netcdf(tmp_path / f"xarray-{name}.nc", engine="h5netcdf", encoding=encoding)
+        with xr.open_dataset(tmp_path / f"direct-{name}.nc", engine="h5netcdf") as direct, \
+                xr.open_dataset(tmp_path / f"xarray-{name}.nc", engine="h5netcdf") as expected:
+            xr.testing.assert_identical(direct.load(), expected.load())
+            for k in expected.variables:
+                assert direct[k].dtype == expected[k].dtype, k
+                for key in ("dtype", "chunksizes", "fletcher32", "_FillValue"):
+                    np.testing.assert_equal(direct[k].encoding.get(key), expected[k].encoding.get(key), err_msg=k)
