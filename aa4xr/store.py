@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
+import h5netcdf
 import h5py
 import numpy as np
 import pandas as pd
@@ -169,6 +170,7 @@ def _table_to_vars(table: pd.DataFrame, prefix: str, dim: str) -> dict[str, Var]
 
 
 def _is_number(value) -> bool:
+    """Whether a table value is stored as a number: None, an int or a float, never a bool."""
     return value is None or isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
@@ -372,8 +374,6 @@ def _creation(values: np.ndarray) -> dict:
 def _write_netcdf(store: Store, path: Path) -> None:
     """Write a store as netCDF-4 with h5netcdf: the file ``xarray.Dataset.to_netcdf(engine="h5netcdf")``
     writes (see :func:`_creation`), without xarray's encoding machinery and the dask it imports."""
-    import h5netcdf
-
     with h5netcdf.File(path, "w") as f:
         for key, value in store.attrs.items():
             f.attrs[key] = value
