@@ -412,37 +412,30 @@ class DaskArray(BackendArray):
         return np.asarray(self.array[key].compute(scheduler="sync"))
 
 
-def preferred_chunks(shape: tuple[int, int, int, int], neuron_runs: np.ndarray, chunk_bytes: int,
-                     floor_bytes: int = 2**22) -> dict:
+def preferred_chunks(shape: tuple[int, int, int, int], neuron_runs: np.ndarray, chunk_bytes: int) -> dict:
     """Chunks of ``spike_count``: runs of one animal's neurons by runs of stimuli, all trials and bins.
 
-    A chunk holds ``chunk_bytes``, and at most a sixteenth of the whole when
-    that is over ``floor_bytes`` (so a reduction's chunks in flight, one per
-    core, and their temporaries stay under the dense size; a small array is
-    not cut finer), of ``cells = bytes / (trials * bins * 4)``
-    (stim, neuron) pairs: about ``sqrt(cells * N / (4 S))`` neurons by the
-    stimuli that fill it. A selection of one neuron (all its stimuli) and
+    A chunk holds ``chunk_bytes`` of ``cells = chunk_bytes / (trials * bins * 4)``
+    (stim, neuron) pairs, about ``sqrt(cells * N / (2 S))`` neurons by the
+    stimuli that fill it: a selection of one neuron (all its stimuli) and
     one of one stimulus (all neurons) both touch tens of chunks rather than
-    one of them every chunk of its axis; a neuron's tasks are the cheaper
-    (a few bins each, against a population's), so its chunks span twice the
-    stimuli of a balanced split (each task costs about a millisecond of
-    dask's time, whatever it reads).
+    one of them every chunk of its axis (a task costs about a millisecond of
+    dask's time, whatever it reads). Larger chunks would serve both
+    selections better, but an array over glibc's largest mmap threshold
+    (32 MB) is mapped afresh, page faults and all, each time one is made:
+    at 64 MB, binning everything takes about a fifth longer.
 
     Examples
     --------
-    >>> chunks = preferred_chunks((170, 1343, 22, 3045), np.array([151, 355, 53, 198, 304, 282]), 64 * 2**20)
+    >>> chunks = preferred_chunks((170, 1343, 22, 3045), np.array([151, 355, 53, 198, 304, 282]), 32 * 2**20)
     >>> max(chunks["stim"]), max(chunks["neuron"])
-    (10, 23)
-    >>> chunks = preferred_chunks((137, 53, 22, 609), np.array([53]), 64 * 2**20)  # one animal at 5 ms: 1/16
-    >>> max(chunks["stim"]) * max(chunks["neuron"]) * 22 * 609 * 4 <= 137 * 53 * 22 * 609 * 4 / 16
-    True
+    (5, 23)
     """
     from .dataset import _chunks
 
     n_stim, n_neuron, n_trial, n_time = shape
-    pair_bytes = max(1, n_trial * n_time * 4)
-    cells = max(1, min(chunk_bytes, max(n_stim * n_neuron * pair_bytes // 16, floor_bytes)) // pair_bytes)
-    across = int(np.ceil(np.sqrt(cells * n_neuron / (4 * max(n_stim, 1)))))
+    cells = max(1, chunk_bytes // max(1, n_trial * n_time * 4))
+    across = int(np.ceil(np.sqrt(cells * n_neuron / (2 * max(n_stim, 1)))))
     neuron = _chunks(neuron_runs, max(1, min(across, cells, n_neuron or 1)))
     stim = _chunks(np.array([n_stim]), max(1, cells // max(neuron)))
     return {"stim": stim, "neuron": neuron, "trial": n_trial or 1, "time": n_time or 1}
@@ -477,7 +470,7 @@ def _text(values) -> np.ndarray:
 def open_root(root, *, animals=None, stim_types=None, sort_types=("single", "multi"), dt: float = 0.005,
               pre: float = 0.0, post: float = 0.0, errors: str = "raise", spectrogram: bool = True,
               waveform: bool = False, audio_fs: float = 24000.0, window_ms: float = 10.0, n_mels: int = 32,
-              fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 64.0,
+              fmin: float = 0.0, fmax: float | None = None, compression: str = "cubic", chunk_mb: float = 32.0,
               processes: int | None = None, executor=None, progress: bool | None = None,
               rebuild: bool = False) -> xr.Dataset:
     """The backend Dataset of an AA4 root: ``spike_count`` lazily indexed, the rest in memory.

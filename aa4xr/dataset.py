@@ -305,7 +305,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              dt: float = 0.005, pre: float = 0.0, post: float = 0.0, errors: str = "raise",
              spectrogram: bool = True, waveform: bool = False, audio_fs: float = 24000.0,
              window_ms: float = 10.0, n_mels: int = 32, fmin: float = 0.0, fmax: float | None = None,
-             compression: str = "cubic", chunk_mb: float = 64.0, processes: int | None = None,
+             compression: str = "cubic", chunk_mb: float = 32.0, processes: int | None = None,
              executor: Executor | None = None, progress: bool | None = None, rebuild: bool = False,
              chunks: dict | None = {}) -> xr.Dataset:
     """Open an AA4 corpus as one lazy ``(stim, neuron, trial, time)`` Dataset.
@@ -344,8 +344,7 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     waveform : bool
         Add ``waveform (stim, sample)`` resampled to ``audio_fs`` Hz.
     chunk_mb : float
-        Target size of one ``spike_count`` chunk, at most a sixteenth of its
-        dense size (see :func:`aa4xr.backend.preferred_chunks`).
+        Target size of one ``spike_count`` chunk.
     chunks : dict or None
         xarray's ``chunks=``: ``{}`` (the store's chunks), any other
         chunking, or None for no dask (``spike_count`` stays a lazily indexed

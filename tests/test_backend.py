@@ -128,23 +128,6 @@ def test_graph_is_small_and_ships_no_trials(opened):
     np.testing.assert_array_equal(clone.compute(scheduler="sync"), ds.spike_count.values)
 
 
-def test_chunks_stream_in_sixteenths_within_animals(corpus):
-    counts_of = lambda dt: aa4xr.open_aa4(corpus.root, sort_types=None, dt=dt, spectrogram=False)  # noqa: E731
-    small = counts_of(DT)
-    runs = tuple(small.animal.to_series().groupby(small.animal.values, sort=False).size())
-    assert small.spike_count.chunks[:2] == ((small.sizes["stim"],), runs)  # a few MB: one chunk per animal
-    ds = counts_of(0.001)
-    counts = ds.spike_count
-    assert counts.nbytes > 16 * 2**22
-    stim, neuron, trial, time = counts.chunks
-    assert trial == (counts.sizes["trial"],) and time == (counts.sizes["time"],)
-    assert max(stim) * max(neuron) * counts.sizes["trial"] * counts.sizes["time"] * 4 <= counts.nbytes / 16
-    animals = ds.animal.values
-    edges = np.cumsum((0, *neuron))
-    assert all(len(set(animals[a:b])) == 1 for a, b in zip(edges[:-1], edges[1:]))
-    assert max(stim) >= max(neuron) * ds.sizes["stim"] / ds.sizes["neuron"]  # a neuron's read: the fewer tasks
-
-
 @pytest.mark.parametrize("engine", ["aa4", "default"])
 def test_netcdf_round_trip(opened, tmp_path, engine):
     ds, _ = opened
