@@ -423,7 +423,7 @@ def preferred_chunks(shape: tuple[int, int, int, int], neuron_runs: np.ndarray, 
     dask's time, whatever it reads). Larger chunks would serve both
     selections better, but an array over glibc's largest mmap threshold
     (32 MB) is mapped afresh, page faults and all, each time one is made:
-    at 64 MB, binning everything takes about a fifth longer.
+    at 64 MB, binning everything takes 10-20 % longer.
 
     Examples
     --------
