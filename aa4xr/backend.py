@@ -420,10 +420,11 @@ def preferred_chunks(shape: tuple[int, int, int, int], neuron_runs: np.ndarray, 
     stimuli that fill it: a selection of one neuron (all its stimuli) and
     one of one stimulus (all neurons) both touch tens of chunks rather than
     one of them every chunk of its axis (a task costs about a millisecond of
-    dask's time, whatever it reads). Larger chunks would serve both
-    selections better, but an array over glibc's largest mmap threshold
-    (32 MB) is mapped afresh, page faults and all, each time one is made:
-    at 64 MB, binning everything takes 10-20 % longer.
+    dask's time, whatever it reads). Larger chunks would give one neuron's
+    selection fewer tasks (a stimulus's costs its bins, whatever the
+    chunks), but an array over glibc's largest mmap threshold (32 MB) is
+    mapped afresh, page faults and all, each time one is made: at 64 MB,
+    binning everything takes 10-20 % longer.
 
     Examples
     --------
