@@ -69,7 +69,6 @@ CACHE_SIZE = 4096
 #: Header blocks kept per first message and size (the stimulus groups of an animal vary in string sizes).
 VARIANTS = 32
 _TYPES: dict[bytes, "_Type"] = {}
-_SHAPE_KEYS: dict[tuple, str] = {}
 _BLOCKS: dict[tuple[bytes, int], list["_Block"]] = {}  # object header blocks by their first message and size
 _FIRST = itemgetter(0)
 _KEYS: dict[int, struct.Struct] = {}  # keys and children of a B-tree node, by entries used
@@ -92,7 +91,7 @@ class _Type:
     ``name`` its name; ``size`` the bytes per element in the file; ``pad`` and
     ``utf8`` describe strings; ``scalar`` reads one 8-byte number fast;
     ``spaces`` remembers, by dataspace message bytes, a dataset's shape, number
-    of values, bytes and :func:`_shape_label` (see :func:`_values`).
+    of values, bytes and :func:`_shape_label` (see :func:`_dataset`).
     """
 
     __slots__ = ("kind", "dtype", "name", "size", "pad", "utf8", "scalar", "spaces")
@@ -705,7 +704,7 @@ class DirectGroup:
         """The member dataset ``name``: a new array of its stored shape and type."""
         h = self._child(name, DATASET)
         try:
-            data, label = _dataset(self._file, h.dtype, h.space, h.layout)
+            data, label = _dataset(self._file, _datatype(self._file.buf, *h.dtype), h.space, h.layout)
         except MALFORMED as exc:
             raise Corrupt(f"malformed dataset {self.path}/{name} ({exc})") from exc
         self.features.shapes[label] += 1
@@ -713,13 +712,8 @@ class DirectGroup:
 
 
 def _shape_label(type_name: str, shape: tuple[int, ...]) -> str:
-    """``"float64 (n, 1)"``: how :class:`Features` counts a dataset."""
-    key = (type_name, shape)
-    label = _SHAPE_KEYS.get(key)
-    if label is None:
-        label = f"{type_name} {shape_kind(shape)}"
-        _remember(_SHAPE_KEYS, key, label)
-    return label
+    """``"float64 (n, 1)"``: how :class:`Features` counts a dataset (remembered in ``_Type.spaces``)."""
+    return f"{type_name} {shape_kind(shape)}"
 
 
 def _member(f: _File, addr: int, want: bool) -> tuple[str, np.ndarray | None, str]:
@@ -744,25 +738,19 @@ def _member(f: _File, addr: int, want: bool) -> tuple[str, np.ndarray | None, st
                 if block.type is None:
                     block.type = _datatype(buf, pos + block.dtype[0], pos + block.dtype[1])
                 layout = None if block.layout is None else (pos + block.layout[0], pos + block.layout[1])
-                return (DATASET, *_values(f, block.type, (pos + block.space[0], pos + block.space[1]), layout))
+                return (DATASET, *_dataset(f, block.type, (pos + block.space[0], pos + block.space[1]), layout))
     if h is None:
         h = _Header(f, addr)
     if h.kind != DATASET or not want:
         return h.kind, None, ""
-    return (DATASET, *_dataset(f, h.dtype, h.space, h.layout))
+    return (DATASET, *_dataset(f, _datatype(buf, *h.dtype), h.space, h.layout))
 
 
-def _dataset(f: _File, dtype: tuple[int, int], space: tuple[int, int],
-             layout: tuple[int, int] | None) -> tuple[np.ndarray, str]:
-    """The values of a contiguous or compact dataset of numbers whose datatype,
-    dataspace and layout messages lie at ``dtype``, ``space`` and ``layout``
+def _dataset(f: _File, t: _Type, space: tuple[int, int], layout: tuple[int, int] | None) -> tuple[np.ndarray, str]:
+    """The values of a contiguous or compact dataset of numbers of type ``t``
+    whose dataspace and layout messages lie at ``space`` and ``layout``
     (``(start, stop)`` in the file), and how :class:`Features` counts it
     (:func:`_shape_label`)."""
-    return _values(f, _datatype(f.buf, *dtype), space, layout)
-
-
-def _values(f: _File, t: _Type, space: tuple[int, int], layout: tuple[int, int] | None) -> tuple[np.ndarray, str]:
-    """:func:`_dataset`, its datatype decoded."""
     buf = f.buf
     pos, end = space
     key = buf[pos:end]
