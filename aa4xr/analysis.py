@@ -28,6 +28,8 @@ import xarray as xr
 from scipy import signal, special
 from scipy.ndimage import convolve1d
 
+from .backend import trial_mean
+
 __all__ = ["psth", "smooth", "mask", "coverage", "drop_empty", "trial_rates", "to_frame",
            "response_strength", "reliability"]
 
@@ -177,7 +179,9 @@ def psth(ds: xr.Dataset, smooth_ms: float | None = 21.0, window="hann",
         raise ValueError(f"units must be 'rate' or 'count', got {units!r}")
     dt = _dt(ds)
     counts = ds["spike_count"]
-    out = smooth(_mean(counts, "trial"), smooth_ms, window, dt=dt)
+    mean = trial_mean(counts)  # from the store's rows when counts is a plain selection of the aa4 engine's
+    mean = _mean(counts, "trial").astype(counts.dtype) if mean is None else mean
+    out = smooth(mean, smooth_ms, window, dt=dt)
     out = out / dt if units == "rate" else out
     attrs = ({"long_name": "trial-averaged firing rate", "units": "Hz"} if units == "rate"
              else {"long_name": "trial-averaged spike count per bin", "units": "1"})

@@ -35,10 +35,10 @@ import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from .binning import count_block, gather, time_grid
+from .binning import add_spikes, count_block, gather, row_bins, time_grid
 from .store import CHUNK, StoreError, file_identity, spike_time_of
 
-__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "TrialArray", "Layout", "direct_reader"]
+__all__ = ["AA4BackendEntrypoint", "SpikeCountArray", "DaskArray", "TrialArray", "Layout", "direct_reader", "trial_mean"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,20 +100,58 @@ class Layout:
 
     def _bin(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray, time: np.ndarray,
              out: np.ndarray | None) -> np.ndarray:
-        rows, cell = self.rows_of(stim, neuron, trial)
+        rows, cell, spikes = self._spikes(*self.rows_of(stim, neuron, trial))
         shape = (stim.size, neuron.size, trial.size)
-        by_path = np.argsort(self.row_path[rows], kind="stable")
-        rows, cell = rows[by_path], cell[by_path]
-        sizes = self.row_size[rows]
-        spikes = np.concatenate([np.empty(0)] + [
-            row_spikes(self.paths[p], self.row_start[rows[self.row_path[rows] == p]], sizes[self.row_path[rows] == p])
-            for p in np.unique(self.row_path[rows])])
         t0, t1 = int(time[0]), int(time[-1]) + 1
         pair_stim = stim[cell // (neuron.size * trial.size)]
-        block = count_block(spikes, None, sizes, cell,
+        block = count_block(spikes, None, self.row_size[rows], cell,
                             self.durations[pair_stim], self.row_pre[rows], self.row_post[rows], shape,
                             self.time[t0:t1], self.dt, self.post, out)
         return block if t1 - t0 == time.size else block[..., time - t0]
+
+    def _spikes(self, rows: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows and their cells, ordered by store, and the rows' spikes back to back in that order."""
+        by_path = np.argsort(self.row_path[rows], kind="stable")
+        rows, cell = rows[by_path], cell[by_path]
+        path, sizes = self.row_path[rows], self.row_size[rows]
+        spikes = np.concatenate([np.empty(0)] + [row_spikes(self.paths[p], self.row_start[rows[path == p]],
+                                                            sizes[path == p]) for p in np.unique(path)])
+        return rows, cell, spikes
+
+    def trial_mean(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """``spike_count[stim, neuron, trial, time]`` averaged over trials, without making that block.
+
+        Equal to the NaN-skipping mean of :meth:`bin` over ``trial``: per
+        (stim, neuron, bin), the spikes of the trials whose window and span
+        hold the bin, divided by how many trials do; NaN where none does.
+        Each row's spikes are added to its pair's bins, and each row's bins
+        ``first <= k < stop`` (:func:`aa4xr.binning.row_bins`) to its pair's
+        trial count, so the work and memory follow the rows and the
+        ``(stim, neuron, time)`` result, not ``trial`` times it.
+
+        Returns
+        -------
+        ndarray
+            float32 ``(stim, neuron, time)`` for sorted unique positions.
+        """
+        shape = (stim.size, neuron.size)
+        if not (stim.size and neuron.size and trial.size and time.size):
+            return np.full((*shape, time.size), np.nan, np.float32)
+        t0, t1 = int(time[0]), int(time[-1]) + 1
+        rows, cell = self.rows_of(stim, neuron, trial)
+        rows, pair, spikes = self._spikes(rows, cell // trial.size)
+        grid = self.time[t0:t1]
+        first, stop = row_bins(grid, self.dt, self.durations[stim[pair // neuron.size]], self.row_pre[rows],
+                               self.row_post[rows], self.post)
+        total = np.zeros((pair_count := stim.size * neuron.size, grid.size), np.float32)
+        add_spikes(total.reshape(-1), spikes, self.row_size[rows], pair, first, stop, grid, self.dt)
+        edges = np.zeros((pair_count, grid.size + 1), np.int32)  # +1 at each row's first bin, -1 at its stop
+        np.add.at(edges.reshape(-1), pair * (grid.size + 1) + first, 1)
+        np.add.at(edges.reshape(-1), pair * (grid.size + 1) + stop, -1)
+        n = np.cumsum(edges[:, :-1], axis=1, dtype=np.int32)
+        out = np.divide(total, n, out=np.full(total.shape, np.nan, np.float32), where=n > 0)
+        out = out.reshape(*shape, grid.size)
+        return out if grid.size == time.size else out[..., time - t0]
 
 
 def pair_runs(rows, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -385,6 +423,75 @@ def direct_reader(counts: xr.DataArray) -> tuple[SpikeCountArray, tuple[np.ndarr
     if not ok or not np.allclose(layout.time[time], counts["time"].values):
         return None
     return data, (stim, neuron, trial, time)
+
+
+def trial_mean(counts: xr.DataArray, block_bytes: int = 2**24) -> xr.DataArray | None:
+    """The NaN-skipping mean over ``trial`` of a plain selection of an ``aa4`` ``spike_count``, from its rows.
+
+    The same values as ``counts.mean("trial")`` (float32), made by
+    :meth:`Layout.trial_mean` without the ``(stim, neuron, trial, time)``
+    block: lazy in blocks of ``(stim, neuron)`` pairs of about
+    ``block_bytes`` of result when ``counts`` is a dask array (one task for
+    one neuron or one stimulus), computed now when it is not. None when
+    ``counts`` is not a plain selection (see :func:`direct_reader`) or
+    selects positions out of order or twice: average it as usual.
+
+    Examples
+    --------
+    >>> import aa4xr
+    >>> ds = aa4xr.open_aa4()
+    >>> mean = trial_mean(ds.spike_count.isel(neuron=[0]))
+    >>> mean.dims
+    ('stim', 'neuron', 'time')
+    """
+    import dask.array as da
+    from dask.base import tokenize
+
+    found = direct_reader(counts)
+    if found is None or not all(_increasing(p) for p in found[1]):
+        return None
+    array, (stim, neuron, trial, time) = found
+    means = _TrialMeans(array, stim, neuron, trial, time)
+    if counts.chunks is None:
+        data = means[(slice(None),) * 3]
+    else:
+        per_neuron = max(1, time.size * 4)
+        neuron_block = max(1, min(neuron.size, block_bytes // per_neuron))
+        stim_block = max(1, block_bytes // (neuron_block * per_neuron))
+        chunks = tuple(_even(size, block) for size, block in zip(means.shape, (stim_block, neuron_block, time.size)))
+        data = da.from_array(means, chunks=chunks, name="trial-mean-" + tokenize(array.key, *found[1]), lock=False,
+                             asarray=False, inline_array=False, meta=np.empty((0, 0, 0), np.float32))
+    coords = counts.drop_vars([k for k, v in counts.coords.items() if "trial" in v.dims]).coords
+    return xr.DataArray(data, coords=coords, dims=("stim", "neuron", "time"), name=counts.name)
+
+
+def _even(size: int, block: int) -> tuple[int, ...]:
+    """``size`` in chunks of at most ``block``.
+
+    Examples
+    --------
+    >>> _even(5, 2), _even(0, 3)
+    ((2, 2, 1), (0,))
+    """
+    full, rest = divmod(size, max(1, block))
+    return (block,) * full + ((rest,) if rest else ()) or (0,)
+
+
+class _TrialMeans:
+    """``trial_mean`` of one selection as an array that :func:`dask.array.from_array` slices into blocks.
+
+    Pickles as the backend array's key and the selection's positions, so a
+    scheduler receives the positions once, not once per task.
+    """
+
+    def __init__(self, array: SpikeCountArray, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray,
+                 time: np.ndarray):
+        self.array, self.stim, self.neuron, self.trial, self.time = array, stim, neuron, trial, time
+        self.shape, self.dtype, self.ndim = (stim.size, neuron.size, time.size), np.dtype(np.float32), 3
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        stim, neuron, time = (p[k] for p, k in zip((self.stim, self.neuron, self.time), key))
+        return self.array.layout.trial_mean(stim, neuron, self.trial, time)
 
 
 def _unpickle(key: tuple, shape: tuple) -> SpikeCountArray:

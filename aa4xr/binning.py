@@ -112,12 +112,12 @@ def bin_rows(spike_time: np.ndarray, row_size: np.ndarray, time: np.ndarray, dt:
     """
     n_rows = np.size(row_size)
     counts = np.zeros((n_rows, time.size), np.float32)
-    _add_spikes(counts.reshape(-1), spike_time, row_size, np.arange(n_rows), np.zeros(n_rows, np.int64),
+    add_spikes(counts.reshape(-1), spike_time, row_size, np.arange(n_rows), np.zeros(n_rows, np.int64),
                 np.full(n_rows, time.size), time, dt)
     return counts
 
 
-def _add_spikes(flat: np.ndarray, spike_time: np.ndarray, sizes: np.ndarray, cell: np.ndarray, first: np.ndarray,
+def add_spikes(flat: np.ndarray, spike_time: np.ndarray, sizes: np.ndarray, cell: np.ndarray, first: np.ndarray,
                 stop: np.ndarray, time: np.ndarray, dt: float, chunk: int = 2**14) -> None:
     """Add 1 to ``flat[cell[r] * T + k]`` for each spike of row ``r`` in a bin ``first[r] <= k < stop[r]``.
 
@@ -185,7 +185,7 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray | None, sizes: np.nda
     cell_first, cell_stop = np.zeros(n_cells, np.int64), np.zeros(n_cells, np.int64)  # no row: no bin kept
     cell_first[cell], cell_stop[cell] = first, stop
     _fill_runs(flat, cell_first, cell_stop)
-    _add_spikes(flat.reshape(-1), spike_time if starts is None else gather(spike_time, starts, sizes), sizes, cell,
+    add_spikes(flat.reshape(-1), spike_time if starts is None else gather(spike_time, starts, sizes), sizes, cell,
                 first, stop, time, dt)
     return out
 

@@ -16,9 +16,13 @@ machine may be shared). All at ``dt=1 ms``, ``spectrogram=False``, every
 sort type:
 
 open          warm ``open_aa4``
-neuron_psth   one neuron's PSTH over all its stimuli (the neuron with most trials), after the open
-all_psth      every neuron's PSTH, after the open
-stim_psth     one stimulus's population PSTH (the most heard), after the open
+neuron_psth   one neuron's PSTH over all its stimuli (the neuron with most trials), after the open:
+              ``aa4xr.psth(..., smooth_ms=None)``, the toolkit's PSTH (averaged from the store's rows)
+neuron_mean   the same through plain xarray: ``(spike_count.mean("trial") / dt)``, binned through dask
+all_psth      every neuron's PSTH, after the open, as ``neuron_psth``
+all_mean      the same through plain xarray, as ``neuron_mean``
+stim_psth     one stimulus's population PSTH (the most heard), after the open, as ``neuron_psth``
+stim_mean     the same through plain xarray, as ``neuron_mean``
 bin_all       ``ds.spike_count.sum().compute()``: binning everything, after the open
 load          ``ds.spike_count.load()``: time and peak memory against the dense size
 load_nodask   the same through ``xr.open_dataset(root, engine="aa4")`` without dask (new code only)
@@ -68,21 +72,46 @@ def _most_heard_neuron(ds):
     return str(ds.neuron.values[int(np.argmax(ds.n_trials.sum("stim").values))])
 
 
+def _heard_by_one(ds):
+    """The neuron with most trials, over the stimuli it heard."""
+    one = ds.sel(neuron=[_most_heard_neuron(ds)])
+    return one.isel(stim=(one.n_trials > 0).any("neuron").values)
+
+
+def _most_heard_stim(ds):
+    import numpy as np
+
+    return ds.sel(stim=[ds.stim.values[int(np.argmax(ds.n_trials.sum("neuron").values))]])
+
+
 def neuron_psth(ds) -> float:
-    one = ds.sel(neuron=_most_heard_neuron(ds))
-    one = one.isel(stim=(one.n_trials > 0).values)
-    return float((one.spike_count.mean("trial") / ds.dt).sum().compute())
+    import aa4xr
+
+    return float(aa4xr.psth(_heard_by_one(ds), smooth_ms=None).sum().compute())
+
+
+def neuron_mean(ds) -> float:
+    return float((_heard_by_one(ds).spike_count.mean("trial") / ds.dt).sum().compute())
 
 
 def all_psth(ds) -> float:
+    import aa4xr
+
+    return float(aa4xr.psth(ds, smooth_ms=None).sum().compute())
+
+
+def all_mean(ds) -> float:
     return float((ds.spike_count.mean("trial") / ds.dt).sum().compute())
 
 
 def stim_psth(ds) -> float:
-    import numpy as np
+    import aa4xr
 
-    stim = ds.stim.values[int(np.argmax(ds.n_trials.sum("neuron").values))]
-    return float((ds.spike_count.sel(stim=stim).mean("trial") / ds.dt).sum().compute())
+    return float(aa4xr.psth(_most_heard_stim(ds), smooth_ms=None).sum().compute())
+
+
+def stim_mean(ds) -> float:
+    return float((_most_heard_stim(ds).spike_count.mean("trial") / ds.dt).sum().compute())
 
 
 def bin_all(ds) -> float:
@@ -131,7 +160,8 @@ def _analysis(name: str, dt: float = 0.005):
 
 
 STAGES = {"open": _timed(lambda ds: ds.sizes["neuron"]), "neuron_psth": _timed(neuron_psth),
-          "all_psth": _timed(all_psth), "stim_psth": _timed(stim_psth), "bin_all": _timed(bin_all),
+          "neuron_mean": _timed(neuron_mean), "all_psth": _timed(all_psth), "all_mean": _timed(all_mean), "stim_psth": _timed(stim_psth),
+          "stim_mean": _timed(stim_mean), "bin_all": _timed(bin_all),
           "load": _timed(load), "load_nodask": load_nodask,
           "graph": _timed(graph), **{name: _analysis(name) for name in ("psth", "response_strength", "reliability")}}
 
@@ -152,6 +182,7 @@ def measure(stage: str, root: Path) -> None:
         import distributed  # noqa: F401
 
     import aa4xr
+    import aa4xr.analysis  # noqa: F401  (imported on a first aa4xr.psth: scipy's imports are not the stage's work)
     import aa4xr.dataset  # noqa: F401  (imported on a first open_aa4; the module's import is not the stage's work)
 
     out = STAGES[stage](root)

@@ -156,6 +156,46 @@ def test_direct_reader_only_for_plain_selections(opened):
     assert backend.direct_reader(ds.spike_count.compute()) is None
 
 
+def _truth_mean(expected: np.ndarray) -> np.ndarray:
+    """The NaN-skipping trial mean of ground-truth counts ``(stim, neuron, trial, time)``, float32."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.nansum(expected, axis=2) / np.isfinite(expected).sum(axis=2)).astype(np.float32)
+
+
+@pytest.mark.parametrize("select", [
+    {},
+    {"neuron": [2]},
+    {"stim": [1], "trial": slice(0, 5)},
+    {"trial": [0, 2, 5], "time": [0, 3, 4, 10]},
+    {"neuron": slice(3, None, 2), "time": slice(5, 25)},
+])
+@pytest.mark.parametrize("chunks", [{}, None])
+def test_trial_mean_from_rows_equals_ground_truth(opened, corpus, binned_rows, select, chunks):
+    """The rows' trial mean equals the ground truth's, never makes the (stim, neuron, trial, time) block,
+    and stays lazy with dask: one task for one neuron, psth identical to averaging the loaded selection."""
+    ds, expected = opened
+    src = ds if chunks == {} else xr.open_dataset(corpus.root, engine="aa4", sort_types=None, dt=DT, pre=PRE,
+                                                  post=POST)
+    part = src.isel(select)
+    with dask.config.set(scheduler=lambda *a, **k: pytest.fail("dask computed while building the mean")):
+        mean = backend.trial_mean(part.spike_count)
+    assert mean.dims == ("stim", "neuron", "time") and (mean.chunks is None) == (chunks is None)
+    if select == {"neuron": [2]} and chunks == {}:
+        assert mean.data.npartitions == 1
+    truth = xr.DataArray(expected, coords=ds.spike_count.coords, dims=ds.spike_count.dims).isel(select)
+    np.testing.assert_array_equal(mean.values, _truth_mean(truth.values))
+    assert binned_rows == []
+    xr.testing.assert_identical(mean.coords.to_dataset(), part.spike_count.isel(trial=0, drop=True).coords.to_dataset())
+    xr.testing.assert_identical(aa4xr.psth(part).compute(), aa4xr.psth(part.compute()))
+
+
+def test_trial_mean_declines_what_it_cannot_read_in_order(opened):
+    ds, _ = opened
+    assert backend.trial_mean(ds.spike_count.isel(neuron=[3, 0])) is None
+    assert backend.trial_mean(ds.spike_count.isel(trial=[1, 1])) is None
+    assert backend.trial_mean(ds.spike_count * 2) is None
+
+
 def test_rows_out_of_store_order_are_placed_by_pair(opened, corpus):
     """A layout built from rows in any order bins what the stores' own order bins."""
     from pathlib import Path
