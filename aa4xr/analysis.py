@@ -150,7 +150,10 @@ def psth(ds: xr.Dataset, smooth_ms: float | None = 21.0, window="hann",
 
     Each bin averages the trials that hold data there (a pair with 9 trials
     averages 9); it is NaN where no trial does. Then :func:`smooth` along
-    ``time`` (never across a NaN edge).
+    ``time`` (never across a NaN edge). A plain selection of the ``aa4``
+    engine's ``spike_count`` is averaged straight from the store's rows
+    (:func:`aa4xr.backend.trial_mean`: the same values, without the
+    ``(stim, neuron, trial, time)`` block); anything else through xarray.
 
     Parameters
     ----------

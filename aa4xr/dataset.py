@@ -348,7 +348,10 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     chunks : dict or None
         xarray's ``chunks=``: ``{}`` (the store's chunks), any other
         chunking, or None for no dask (``spike_count`` stays a lazily indexed
-        array that bins on access).
+        array that bins on access). To hold ``spike_count`` in memory, open
+        with None and ``.load()``: one array filled in place (about 1.1x its
+        dense size at the peak), where dask holds every chunk and then
+        their concatenation (about 2x).
     processes, executor, progress
         Ingest: worker processes, or any ``concurrent.futures.Executor``
         (e.g. ``distributed.Client(...).get_executor()``); a progress bar
