@@ -31,3 +31,10 @@ def test_cluster_results_equal_local(corpus, client, fresh_cache):
     np.testing.assert_array_equal(remote.values, expected.values)
     assert float(client.compute(ds.spike_count.mean(["trial", "time"])).result().sum()) == pytest.approx(
         float(local.spike_count.mean(["trial", "time"]).sum().compute(scheduler="sync")))
+    with distributed.get_task_stream(client) as averaging:
+        rate = client.compute(aa4xr.psth(ds.isel(neuron=[0, 2]), smooth_ms=None)).result()
+    assert any("trial-mean" in str(t["key"]) for t in averaging.data), "the rows' trial mean ran on the workers"
+    counts = local.spike_count.isel(neuron=[0, 2]).values
+    with np.errstate(invalid="ignore"):
+        truth = (np.nansum(counts, axis=2) / np.isfinite(counts).sum(axis=2) / 0.005).astype(np.float32)
+    np.testing.assert_allclose(rate.values, truth, rtol=1e-6)
