@@ -43,6 +43,8 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess test
 __all__ = ["TorchDataset", "collate", "stimulus_stats", "normalize_stimulus", "response_stats"]
 
 _STIMULUS_DIMS = {"spectrogram": ("frequency", "time"), "waveform": ("sample",)}
+_NUMPY_DTYPES = {torch.float16: np.dtype(np.float16), torch.float32: np.dtype(np.float32),
+                 torch.float64: np.dtype(np.float64)}
 
 
 class TorchDataset(torch.utils.data.Dataset):
@@ -112,10 +114,11 @@ class TorchDataset(torch.utils.data.Dataset):
     - a loaded (numpy) array: the items' cells are copied once, at
       construction, into a buffer of the TorchDataset's own (smaller than
       ``spike_count``: no padding beyond each stimulus's trials and
-      window), and their masks computed then too. An item is a view of that
-      buffer and costs no copy, like ``torch.utils.data.TensorDataset``'s;
-      ``collate`` copies items into the batch, so clone an item before
-      modifying it in place.
+      window), in ``dtype`` when numpy has it, and their masks computed then
+      too. The items are built once, on first use, as views of that buffer:
+      a read costs no copy and no conversion, like indexing prebuilt tensors
+      (each read returns dicts of its own). ``collate`` copies items into
+      the batch, so clone an item's tensors before modifying them in place.
 
     The ``"stimulus"`` tensors are computed for all items on first use and
     kept, so they too are shared by every read of an item.
@@ -149,9 +152,11 @@ class TorchDataset(torch.utils.data.Dataset):
         self._index = np.flatnonzero(keep)
         self._n_trials, self._n_bins = n_trials[self._index], n_bins[self._index]
         extents = list(zip(self._index.tolist(), self._n_trials.tolist(), self._n_bins.tolist()))
-        self._responses = _responses(ds["spike_count"].transpose("stim", "neuron", "trial", "time"), extents)
+        self._responses = _responses(ds["spike_count"].transpose("stim", "neuron", "trial", "time"), extents,
+                                     _NUMPY_DTYPES.get(dtype))
         self._stimulus = _fold(ds[stimulus], ("stim", *_STIMULUS_DIMS[stimulus])).data if stimulus else None
         self._stimulus_done: list[torch.Tensor] = []  # small next to the responses: read once per process
+        self._kept: list[dict[str, Any]] = []  # a loaded spike_count's items, built on first use
         self._coords = {name: c.values[self._index].tolist() for name, c in ds.coords.items()
                         if c.dims == ("stim",)}
         self.stimulus, self.dtype = stimulus, dtype
@@ -162,6 +167,18 @@ class TorchDataset(torch.utils.data.Dataset):
         return self._index.size
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if isinstance(self._responses, _Loaded):
+            if not self._kept:  # views of _Loaded's buffers: no copy, and no work left per read
+                self._kept = [self._item(k) for k in range(len(self))]
+            item = self._kept[index]
+            return {**item, "coords": dict(item["coords"])}  # the kept dicts stay as they are
+        return self._item(index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_kept": []}  # views: a worker rebuilds them on its own copy of the buffers
+
+    def _item(self, index: int) -> dict[str, Any]:
+        """Item ``index``, read and converted."""
         values, mask = self._responses(index)
         item = {"response": torch.from_numpy(values).to(self.dtype), "mask": torch.from_numpy(mask),
                 "coords": {name: labels[index] for name, labels in self._coords.items()}}
@@ -344,14 +361,18 @@ def _check_dataset(ds: xr.Dataset, stimulus: str | None) -> None:
 _Extent = tuple[int, int, int]  # an item's stimulus position, number of trials and of time bins
 
 
-def _responses(counts: xr.DataArray, extents: list[_Extent]) -> _Loaded | _Binned | _Computed:
-    """The reader of the items' ``(values, mask)`` for ``spike_count`` ``(stim, neuron, trial, time)``."""
+def _responses(counts: xr.DataArray, extents: list[_Extent],
+               dtype: np.dtype | None = None) -> _Loaded | _Binned | _Computed:
+    """The reader of the items' ``(values, mask)`` for ``spike_count`` ``(stim, neuron, trial, time)``.
+
+    A loaded ``spike_count`` is copied in ``dtype`` (the items' own, when numpy has it).
+    """
     direct = direct_reader(counts)
     if direct:
         return _Binned(*direct, extents)
     if isinstance(counts.data, DaskArray):
         return _Computed(counts.data, extents)
-    return _Loaded(np.asarray(counts.data), extents)
+    return _Loaded(np.asarray(counts.data), extents, dtype)
 
 
 class _Loaded:
@@ -370,9 +391,9 @@ class _Loaded:
     ([[[1.0, nan]]], [[[True, False]]])
     """
 
-    def __init__(self, counts: np.ndarray, extents: list[_Extent]) -> None:
+    def __init__(self, counts: np.ndarray, extents: list[_Extent], dtype: np.dtype | None = None) -> None:
         shapes = [(counts.shape[1], r, t) for _, r, t in extents]
-        self.values, self.masks = _packed(shapes, counts.dtype), _packed(shapes, np.dtype(bool))
+        self.values, self.masks = _packed(shapes, dtype or counts.dtype), _packed(shapes, np.dtype(bool))
         for values, mask, (s, r, t) in zip(self.values, self.masks, extents):
             values[...] = counts[s, :, :r, :t]
             np.equal(values, values, out=mask)
@@ -481,11 +502,6 @@ def _stimulus_values(values: np.ndarray, name: str) -> np.ndarray:
     return np.where(np.isnan(values), 0.0, values)
 
 
-def _in_numpy(tensor: torch.Tensor) -> bool:
-    """A CPU tensor of a dtype numpy has (not e.g. bfloat16)."""
-    return tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64, torch.bool)
-
-
 def _pad(tensors: list[torch.Tensor], value: float | bool) -> torch.Tensor:
     """Stack, padding each on the right with ``value``: every element of the batch written once.
 
@@ -501,24 +517,29 @@ def _pad(tensors: list[torch.Tensor], value: float | bool) -> torch.Tensor:
             [[ 0., -1.],
              [ 0., -1.]]])
     """
-    shape = (len(tensors), *np.max([t.shape for t in tensors], axis=0).tolist())
-    if all(_in_numpy(t) for t in tensors):
-        out = np.empty(shape, tensors[0].numpy().dtype)
-        _fill(out, [t.numpy() for t in tensors], value)
-        return torch.from_numpy(out)
-    out = tensors[0].new_empty(shape)
-    _fill(out, tensors, value)
-    return out
+    shape = (len(tensors), *map(max, zip(*(t.shape for t in tensors))))
+    try:
+        parts = [t.numpy() for t in tensors]
+    except (TypeError, RuntimeError):  # a dtype numpy has not (e.g. bfloat16), or not on the CPU
+        out = tensors[0].new_empty(shape)
+        _fill(out, tensors, value)
+        return out
+    out = np.empty(shape, parts[0].dtype)
+    _fill(out, parts, value)
+    return torch.from_numpy(out)
 
 
 def _fill(out: Any, parts: list[Any], value: float | bool) -> None:
     """``out[b]`` = ``parts[b]`` at its start and ``value`` in the rest (numpy arrays or tensors alike)."""
+    full = tuple(out.shape[1:])
     for row, part in zip(out, parts):
-        inside = tuple(slice(n) for n in part.shape)
+        shape = tuple(part.shape)
+        inside = tuple(map(slice, shape))
         row[inside] = part
-        for axis, n in enumerate(part.shape):  # the rest: inside before this axis, beyond it along it
-            if n < row.shape[axis]:
-                row[inside[:axis] + (slice(n, None),)] = value
+        if shape != full:
+            for axis, n in enumerate(shape):  # the rest: inside before this axis, beyond it along it
+                if n < full[axis]:
+                    row[inside[:axis] + (slice(n, None),)] = value
 
 
 def _moments(da: xr.DataArray, dims: tuple[str, ...], units: str, what: str) -> xr.Dataset:

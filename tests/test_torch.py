@@ -190,6 +190,39 @@ def test_stimuli_without_a_sound_are_skipped_with_a_warning(ds):
     assert list(TorchDataset(ds, stimulus=None).stims) == ["md50", "md51", "md52"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_items_and_batches_in_other_dtypes(ds, dtype):
+    """Values converted from the Dataset's float32; bfloat16 (which numpy has not) is batched by torch."""
+    tds = TorchDataset(ds, dtype=dtype)
+    items = [tds[k] for k in range(len(tds))]
+    counts = make_dataset()["spike_count"].values
+    for item, (i, n_trials) in zip(items, [(0, 3), (1, 4), (2, 2)], strict=True):
+        n_bins = item["response"].shape[-1]
+        assert item["response"].dtype == item["stimulus"].dtype == dtype
+        expected = torch.from_numpy(counts[i, :, :n_trials, :n_bins]).to(dtype)
+        assert torch.equal(item["response"].isnan(), expected.isnan()) and torch.equal(item["mask"], ~expected.isnan())
+        assert torch.equal(item["response"].nan_to_num(), expected.nan_to_num())
+    batch = collate(items)
+    assert batch["response"].dtype == batch["stimulus"].dtype == dtype
+    for b, item in enumerate(items):
+        n_trials, n_bins = item["response"].shape[1:]
+        assert torch.equal(batch["response"][b, :, :n_trials, :n_bins].nan_to_num(), item["response"].nan_to_num())
+        assert torch.equal(batch["mask"][b, :, :n_trials, :n_bins], item["mask"])
+        assert torch.isnan(batch["response"][b, :, n_trials:]).all()
+        assert torch.isnan(batch["response"][b, ..., n_bins:]).all()
+        assert not batch["mask"][b, :, n_trials:].any() and not batch["mask"][b, ..., n_bins:].any()
+        assert (batch["stimulus"][b, ..., n_bins:] == 0).all()
+
+
+def test_an_edited_item_leaves_the_next_read_alone(ds):
+    tds = TorchDataset(ds)
+    item = tds[1]
+    item["response"] = item["response"][:1]
+    item["coords"]["stim"] = "edited"
+    del item["mask"]
+    assert_item_matches(tds[1], ds)
+
+
 def test_responses_only(ds):
     tds = TorchDataset(ds, stimulus=None, dtype=torch.float64)
     batch = collate([tds[0], tds[1]])
@@ -254,10 +287,12 @@ def test_reads_only_the_chunks_of_the_item_stimulus():
     assert computed == [(2, 4)]
 
 
-def test_picklable_and_loads_in_worker_processes():
-    ds = lazy(make_dataset())
+@pytest.mark.parametrize("how", ["lazy", "loaded"])
+def test_picklable_and_loads_in_worker_processes(how):
+    ds = lazy(make_dataset()) if how == "lazy" else make_dataset()
     ds["spike_count"].sum().compute()                          # dask's thread pool exists before the fork
     tds = TorchDataset(ds)
+    tds[0]                                                     # a loaded one's items are built by now
     assert_item_matches(pickle.loads(pickle.dumps(tds))[0], make_dataset())
     kwargs = {"batch_size": 2, "collate_fn": collate}
     serial = list(torch.utils.data.DataLoader(tds, **kwargs))
