@@ -348,10 +348,9 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
     chunks : dict or None
         xarray's ``chunks=``: ``{}`` (the store's chunks), any other
         chunking, or None for no dask (``spike_count`` stays a lazily indexed
-        array that bins on access). To hold ``spike_count`` in memory, open
-        with None and ``.load()``: one array filled in place (about 1.1x its
-        dense size at the peak), where dask holds every chunk and then
-        their concatenation (about 2x).
+        array that bins on access). Either way ``spike_count.load()`` fills
+        one array in place (about 1.1x its dense size at the peak; see
+        :mod:`aa4xr.inplace`).
     processes, executor, progress
         Ingest: worker processes, or any ``concurrent.futures.Executor``
         (e.g. ``distributed.Client(...).get_executor()``); a progress bar
@@ -387,6 +386,13 @@ def open_aa4(root=None, *, animals: Iterable[str] | str | None = None,
              if var.chunks is not None and not {"time", "sample"} & set(var.dims) and name not in PER_TRIAL]
     for var, values in zip(small, _in_memory([var.data for var in small])):
         var.data = values
+    if chunks is not None:  # .load() of the whole spike_count fills one array (see aa4xr.inplace)
+        from .backend import direct_reader
+        from .inplace import in_place
+
+        found = direct_reader(ds["spike_count"])
+        if found is not None:
+            ds["spike_count"].variable.data = in_place(ds["spike_count"].data, found[0])
     return ds
 
 

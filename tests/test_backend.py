@@ -196,6 +196,29 @@ def test_trial_mean_declines_what_it_cannot_read_in_order(opened):
     assert backend.trial_mean(ds.spike_count * 2) is None
 
 
+def test_whole_load_fills_one_array(opened):
+    """Computing the whole spike_count is one binning task whose array the chunks are views of
+    (peak ~1x dense, not every chunk plus their concatenation); other graphs are plain dask."""
+    from dask.callbacks import Callback
+
+    ds, expected = opened
+    assert type(ds.spike_count.data) is dask.array.Array  # xarray mixes no other chunked type with dask's
+    ran = []
+    with Callback(posttask=lambda key, result, dsk, state, worker_id: ran.append(str(key))):
+        loaded = ds.spike_count.compute()
+    assert sum(k.startswith("in-place-") for k in ran) == 1
+    assert loaded.data.flags.owndata
+    np.testing.assert_array_equal(loaded.values, expected)
+    unoptimised, = dask.compute(ds.spike_count.data, optimize_graph=False)  # chunks concatenated, as dask does
+    np.testing.assert_array_equal(unoptimised, expected)
+    part = ds.spike_count.isel(neuron=[0, 3])
+    ran.clear()
+    with Callback(posttask=lambda key, result, dsk, state, worker_id: ran.append(str(key))):
+        np.testing.assert_array_equal(part.values, expected[:, [0, 3]])
+    assert not any(k.startswith("in-place-") for k in ran)
+    xr.testing.assert_identical(ds.isel({}).compute(), ds.compute())  # with the other dask variables
+
+
 def test_rows_out_of_store_order_are_placed_by_pair(opened, corpus):
     """A layout built from rows in any order bins what the stores' own order bins."""
     from pathlib import Path

@@ -38,3 +38,5 @@ def test_cluster_results_equal_local(corpus, client, fresh_cache):
     with np.errstate(invalid="ignore"):
         truth = (np.nansum(counts, axis=2) / np.isfinite(counts).sum(axis=2) / 0.005).astype(np.float32)
     np.testing.assert_allclose(rate.values, truth, rtol=1e-6)
+    whole = client.compute(ds.spike_count).result()  # one binning task on a worker, its chunks shipped
+    np.testing.assert_array_equal(whole.values, local.spike_count.values)
