@@ -1,4 +1,4 @@
-"""The aa4xr cache: where it is, what it holds, and how to trim it.
+"""The aa4xr cache: where it is, what it holds, how to write into it and how to trim it.
 
 Layout of the cache folder (:func:`cache_dir`)::
 
@@ -7,6 +7,9 @@ Layout of the cache folder (:func:`cache_dir`)::
     md5/<key>                             md5 digests of sound files
     sample-v<N>/                          the built-in synthetic sample corpus
 
+Every file of it is written through :func:`atomic_write`: a reader never
+sees half a file, and a shared cache stays readable by the group the umask
+allows. Without a root, aa4xr opens :func:`default_root`, the sample.
 ``aa4xr cache info|clear|prune`` is the command-line face of this module.
 """
 
@@ -14,9 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 #: The cache's parts, in the order ``aa4xr cache info`` lists them.
 KINDS = ("stores", "spectrograms", "md5", "sample")
@@ -43,6 +49,65 @@ def sample_dir() -> Path:
     from .synthetic import SAMPLE_VERSION
 
     return cache_dir() / f"sample-v{SAMPLE_VERSION}"
+
+
+def default_root() -> Path:
+    """The root opened when none is given: the built-in sample corpus, written into the cache once."""
+    from .synthetic import sample_corpus
+
+    return sample_corpus()
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[Path]:
+    """Write ``path`` whole or not at all: the block writes the temporary file it is given.
+
+    The temporary file lies beside ``path`` as ``.<name>.<host>.<pid>.<thread>.tmp``
+    (see :func:`clean_stale_tmp`). When the block succeeds it gets the
+    permissions the umask allows (a cache shared within a lab works) and is
+    renamed over ``path``; when it fails it is removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "digest"
+    >>> with atomic_write(target) as tmp:
+    ...     _ = tmp.write_text("d41d8cd9")
+    >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('d41d8cd9', ['digest'])
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def clean_stale_tmp(folder: Path) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write` left by processes of this host that no longer run."""
+    removed = []
+    for tmp in folder.glob(f".*.{socket.gethostname()}.*.*.tmp"):
+        pid = tmp.name.split(".")[-3]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,9 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
     Raises ``FileNotFoundError`` naming the path when it does not exist.
     """
     if root is None:
-        from .synthetic import sample_corpus
+        from ._cache import default_root
 
-        return sample_corpus()
+        return default_root()
     path = Path(root).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"AA4 root {str(path)!r} does not exist or is not a folder")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import soundfile as sf
 import xarray as xr
 from dask.base import tokenize
 
+from ._cache import atomic_write
 from ._validate import warn_user
 
 COMPRESSIONS = ("cubic", "log1p", "none")
@@ -394,10 +394,8 @@ def file_md5(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     if key is not None:
-        key.parent.mkdir(parents=True, exist_ok=True)
-        tmp = key.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(digest.hexdigest())
-        os.replace(tmp, key)
+        with atomic_write(key) as tmp:
+            tmp.write_text(digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -547,19 +545,6 @@ def _cache_file(cache_dir: Path, md5: str, path: str, time: np.ndarray, params: 
     return cache_dir / f"{md5}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy"
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _resolve_fmax(sounds: pd.DataFrame, fmax: float | None) -> float:
     """``fmax``, by default the lowest Nyquist frequency among the sounds found."""
     found = sounds[sounds["status"].isin(READABLE)]
@@ -692,7 +677,8 @@ def _spectrogram(md5: str, path: str, time: np.ndarray, params: dict,
                               n_mels=params["n_mels"], fmin=params["fmin"], fmax=params["fmax"],
                               compression=params["compression"])
     if cached is not None:
-        _save_atomic(cached, spec)
+        with atomic_write(cached) as tmp, open(tmp, "wb") as f:
+            np.save(f, spec)
     return spec
 
 

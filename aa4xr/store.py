@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._cache import cache_dir  # noqa: F401  (re-exported)
+from ._cache import atomic_write, cache_dir, clean_stale_tmp  # noqa: F401  (cache_dir re-exported)
 from ._validate import warn_user
 from .layout import find_animals, find_other_files, find_unit_files, resolve_root, select_animals
 from .read import KNOWN_ATTRS, TRIAL_ATTRS, Unit, UnitFileError, read_unit
@@ -399,49 +398,18 @@ def check_cache_writable(folder: Path) -> None:
                          "$AA4XR_CACHE_DIR at a writable folder") from exc
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{socket.gethostname()}.{os.getpid()}.nc.tmp")
-
-
-def clean_stale_tmp(folder: Path) -> list[Path]:
-    """Remove temporary stores left by processes of this host that no longer run."""
-    removed = []
-    for tmp in folder.glob(f".*.{socket.gethostname()}.*.nc.tmp"):
-        pid = tmp.name.split(".")[-3]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _write_atomic(store: Store, path: Path) -> None:
-    """Write a store under a temporary name and rename it: a reader never sees half a store.
+    """Write a store through :func:`aa4xr._cache.atomic_write`: a reader never sees half a store.
 
-    The file gets the permissions the umask allows (a cache shared within a lab
-    works); a full disk is an error naming the folder and the space needed.
+    A full disk is an error naming the folder and the space needed.
     """
-    tmp = _tmp_name(path)
     try:
-        _write_netcdf(store, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with atomic_write(path) as tmp:
+            _write_netcdf(store, tmp)
+    except (OSError, RuntimeError) as exc:
         free = shutil.disk_usage(path.parent).free
         needed = store.nbytes
-        if isinstance(exc, (OSError, RuntimeError)) and free < 2 * needed:
+        if free < 2 * needed:
             raise StoreError(f"no room to write the store {path.name} in {str(path.parent)!r}: about "
                              f"{needed / 2**20:.0f} MB needed, {free / 2**20:.0f} MB free on that disk; free "
                              "space or point $AA4XR_CACHE_DIR elsewhere") from exc

@@ -739,9 +739,8 @@ def write_corpus(root: str | os.PathLike, size: str = "sample", *, seed: int = 0
 def sample_corpus(path: str | os.PathLike | None = None) -> Path:
     """The ``"sample"`` corpus (seed 0), written once and reused.
 
-    It lives in ``<cache>/sample-v<SAMPLE_VERSION>``, the cache being
-    ``$AA4XR_CACHE_DIR`` or ``pooch.os_cache("aa4xr")``, unless ``path`` is
-    given. It is written into a temporary sibling folder and renamed, so a
+    It lives in ``<cache>/sample-v<SAMPLE_VERSION>`` (:func:`aa4xr._cache.sample_dir`)
+    unless ``path`` is given. It is written into a temporary sibling folder and renamed, so a
     reader never sees half a corpus; when a concurrent writer wins, its copy
     is kept.
 
@@ -752,9 +751,9 @@ def sample_corpus(path: str | os.PathLike | None = None) -> Path:
     ['BlaBro09xxF', 'CRCNSCode']
     """
     if path is None:
-        import pooch
+        from ._cache import sample_dir
 
-        path = Path(os.environ.get("AA4XR_CACHE_DIR") or pooch.os_cache("aa4xr")) / f"sample-v{SAMPLE_VERSION}"
+        path = sample_dir()
     target = Path(path)
     if target.is_dir() and any(target.iterdir()):  # an empty folder gets the sample
         return target

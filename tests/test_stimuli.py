@@ -367,6 +367,25 @@ def test_cache_hit_and_invalidation(tmp_path, monkeypatch):
         spectrogram()
 
 
+def test_cached_files_are_readable_as_the_umask_allows(tmp_path):
+    """A lab shares one cache: spectrograms and md5 digests get the umask's permissions, like the stores
+    (a private temporary file renamed into place would leave them readable by their writer alone)."""
+    path = write(tmp_path / "A" / "stim1.wav", tone(1500.0, 0.2))
+    cache = tmp_path / "cache"
+    old = os.umask(0o022)
+    try:
+        md5 = stimuli.file_md5(path, cache_dir=cache / "md5")
+        sounds = locate_sounds(sources_for((md5, "A", 1, path)), pd.Series({md5: 0.2}))
+        stimulus_spectrograms(sounds, grid(0.2, 0.005, 0.05, 0.05), 0.005, 0.05,
+                              cache_dir=cache / "spectrograms")["spectrogram"].values
+    finally:
+        os.umask(old)
+    written = [p for p in cache.rglob("*") if p.is_file()]
+    assert sorted(p.parent.name for p in written) == ["md5", "spectrograms"]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in written)
+    assert (cache / "md5").joinpath(next((cache / "md5").iterdir()).name).read_text() == md5
+
+
 def test_waveforms_resampled_with_nan_past_the_end(tmp_path):
     freq = 1000.0
     short = write(tmp_path / "A" / "stim1.wav", tone(freq, 0.1))

@@ -220,8 +220,8 @@ def test_stale_temporary_stores_are_cleaned(root, fresh_cache):
     dead.wait()
     folder = fresh_cache / "stores"
     folder.mkdir(parents=True)
-    stale = folder / f".{ANIMAL}-0000.{os.uname().nodename}.{dead.pid}.nc.tmp"
-    live = folder / f".{ANIMAL}-0000.{os.uname().nodename}.{os.getpid()}.nc.tmp"
+    stale = folder / f".{ANIMAL}-0000.nc.{os.uname().nodename}.{dead.pid}.140213.tmp"
+    live = folder / f".{ANIMAL}-0000.nc.{os.uname().nodename}.{os.getpid()}.140213.tmp"
     stale.write_bytes(b"half a store")
     live.write_bytes(b"being written")
     _paths(root)
