@@ -19,7 +19,8 @@ of a ``DataLoader(TorchDataset(ds), batch_size=8, collate_fn=collate)`` on
 the lazy Dataset and on ``ds.load()``, against a baseline that does what a
 hand-written loader does (per-stimulus tensors built once, indexed per
 item), at 5 ms and 1 ms (``--old <checkout>`` adds an older aa4xr); the
-fastest of 3 to 10 epochs.
+fastest of 3 to 10 epochs after an untimed one, loaded and baseline
+interleaved in alternating order.
 
 For each epoch it also prints its time against one pass computing every
 ``spike_count`` chunk once: items read whole chunks, so the ratio shows
@@ -144,6 +145,11 @@ def items_per_second(root: Path, dt: float, batch_size: int, chunk_mb: float, ho
     machine). A model sees hundreds of epochs, and a shared machine adds
     noise: the fastest of at least 3 epochs each, more (up to 10) while
     they take under 2 s in all.
+
+    Each runs one untimed epoch first: the process's first epoch pays
+    for the process (at 1 ms it took 0.6-1.1 s against 0.43 s after,
+    whichever of loaded and baseline ran it), which otherwise always
+    landed on the one run first. The order alternates too, round by round.
     """
     import torch
 
@@ -157,14 +163,22 @@ def items_per_second(root: Path, dt: float, batch_size: int, chunk_mb: float, ho
         ds = ds.load()
     tds = TorchDataset(ds)
     datasets = {how: tds, **({"baseline": Prebuilt(tds)} if how == "loaded" else {})}
+
+    def one_epoch(data) -> tuple[int, float]:
+        t0, n = time.perf_counter(), 0
+        for batch in torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate):
+            n += batch["response"].shape[0]
+        return n, time.perf_counter() - t0
+
+    first = {name: one_epoch(data)[1] for name, data in datasets.items()}
     times: dict[str, list[float]] = {name: [] for name in datasets}
+    order = list(datasets)
     while len(times[how]) < 3 or (sum(map(sum, times.values())) < 2.0 and len(times[how]) < 10):
-        for name, data in datasets.items():
-            t0, n = time.perf_counter(), 0
-            for batch in torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate):
-                n += batch["response"].shape[0]
-            times[name].append(time.perf_counter() - t0)
-    return {"items": n, "epoch_s": min(times[how]), "first_epoch_s": times[how][0],
+        for name in order:
+            n, seconds = one_epoch(datasets[name])
+            times[name].append(seconds)
+        order.reverse()
+    return {"items": n, "epoch_s": min(times[how]), "first_epoch_s": first[how],
             **{f"{name}_items_per_s": n / min(t) for name, t in times.items()}}
 
 
@@ -178,7 +192,7 @@ def items_table(args: argparse.Namespace) -> None:
     cache = Path(os.environ.get("AA4XR_CACHE_DIR") or tempfile.mkdtemp(prefix="aa4xr-bench-cache-"))
     codes = {"new": Path(__file__).resolve().parent.parent, **({"old": args.old} if args.old else {})}
     print(f"corpus: {args.root} (first animal), batch_size={args.batch_size}, num_workers=0; "
-          f"items/s of an epoch (the fastest of 3 to 10); load average {os.getloadavg()[0]:.1f}")
+          f"items/s of an epoch (the fastest of 3 to 10, after an untimed one); load average {os.getloadavg()[0]:.1f}")
     print(f"{'dt':>6}" + "".join(f"{f'{k} {how}':>16}" for k in codes for how in ("lazy", "loaded"))
           + f"{'baseline':>12}{'loaded/baseline':>17}")
     for dt in (0.005, 0.001):
