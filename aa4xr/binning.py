@@ -87,14 +87,25 @@ def bin_index(spike_time: np.ndarray, time: np.ndarray, dt: float) -> np.ndarray
     n = time.size
     if not n:
         return np.full(np.shape(spike_time), -1, np.int64)
-    edges = np.concatenate([[-np.inf], time, [time[0] + n * dt, np.inf]])  # bin k spans edges[k + 1 : k + 3]
+    k = _bins(spike_time, time, dt, _edges(time, dt))
+    return np.where((k >= 0) & (k < n), k, -1)
+
+
+def _edges(time: np.ndarray, dt: float) -> np.ndarray:
+    """The grid's edges padded with infinities: bin ``k`` spans ``edges[k + 1] <= t < edges[k + 2]``."""
+    return np.concatenate([[-np.inf], time, [time[0] + time.size * dt, np.inf]])
+
+
+def _bins(spike_time: np.ndarray, time: np.ndarray, dt: float, edges: np.ndarray) -> np.ndarray:
+    """:func:`bin_index` before its last step: -1 below the grid, ``time.size`` above it (and for NaN)."""
+    n = time.size
     guess = np.subtract(spike_time, time[0], dtype=np.float64)
     guess /= dt
     np.floor(guess, out=guess)
     k = np.fmax(np.fmin(guess, n, out=guess), -1, out=guess).astype(np.int64)  # fmin: NaN -> n (outside)
     k -= spike_time < edges[k + 1]
     k += spike_time >= edges[k + 2]
-    return np.where((k >= 0) & (k < n), k, -1)
+    return k
 
 
 def bin_rows(spike_time: np.ndarray, row_size: np.ndarray, time: np.ndarray, dt: float) -> np.ndarray:
@@ -113,24 +124,28 @@ def bin_rows(spike_time: np.ndarray, row_size: np.ndarray, time: np.ndarray, dt:
     n_rows = np.size(row_size)
     counts = np.zeros((n_rows, time.size), np.float32)
     add_spikes(counts.reshape(-1), spike_time, row_size, np.arange(n_rows), np.zeros(n_rows, np.int64),
-                np.full(n_rows, time.size), time, dt)
+               np.full(n_rows, time.size), time, dt)
     return counts
 
 
 def add_spikes(flat: np.ndarray, spike_time: np.ndarray, sizes: np.ndarray, cell: np.ndarray, first: np.ndarray,
-                stop: np.ndarray, time: np.ndarray, dt: float, chunk: int = 2**14) -> None:
+               stop: np.ndarray, time: np.ndarray, dt: float, chunk: int = 2**14) -> None:
     """Add 1 to ``flat[cell[r] * T + k]`` for each spike of row ``r`` in a bin ``first[r] <= k < stop[r]``.
 
     ``flat`` is the 1-D float32 view of a ``(cell, time)`` array and the rows'
     spikes lie back to back in ``spike_time``. Spikes are taken ``chunk`` at
     a time, so every temporary stays in cache; ``np.add.at`` sums repeats.
     """
-    row = np.repeat(np.arange(np.size(sizes)), np.asarray(sizes, np.int64))
-    for i in range(0, row.size, chunk):
-        r = row[i:i + chunk]
-        k = bin_index(spike_time[i:i + chunk], time, dt)
-        keep = (k >= first[r]) & (k < stop[r])
-        np.add.at(flat, cell[r[keep]] * time.size + k[keep], np.float32(1))
+    if not time.size:
+        return
+    sizes = np.asarray(sizes, np.int64)
+    edges = _edges(time, dt)
+    base = np.repeat(np.asarray(cell, np.int64) * time.size, sizes)  # per spike, sequential reads below
+    lo, hi = np.repeat(first, sizes), np.repeat(stop, sizes)
+    for i in range(0, base.size, chunk):
+        k = _bins(spike_time[i:i + chunk], time, dt, edges)  # -1 or time.size outside: never in [lo, hi)
+        keep = (k >= lo[i:i + chunk]) & (k < hi[i:i + chunk])
+        np.add.at(flat, base[i:i + chunk][keep] + k[keep], np.float32(1))
 
 
 def gather(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
