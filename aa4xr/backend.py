@@ -143,13 +143,15 @@ class Layout:
         grid = self.time[t0:t1]
         first, stop = row_bins(grid, self.dt, self.durations[stim[pair // neuron.size]], self.row_pre[rows],
                                self.row_post[rows], self.post)
-        total = np.zeros((pair_count := stim.size * neuron.size, grid.size), np.float32)
-        add_spikes(total.reshape(-1), spikes, self.row_size[rows], pair, first, stop, grid, self.dt)
-        edges = np.zeros((pair_count, grid.size + 1), np.int32)  # +1 at each row's first bin, -1 at its stop
-        np.add.at(edges.reshape(-1), pair * (grid.size + 1) + first, 1)
-        np.add.at(edges.reshape(-1), pair * (grid.size + 1) + stop, -1)
-        n = np.cumsum(edges[:, :-1], axis=1, dtype=np.int32)
-        out = np.divide(total, n, out=np.full(total.shape, np.nan, np.float32), where=n > 0)
+        out = np.zeros((pair_count := stim.size * neuron.size, grid.size), np.float32)  # spikes, then the mean
+        add_spikes(out.reshape(-1), spikes, self.row_size[rows], pair, first, stop, grid, self.dt)
+        n = np.zeros((pair_count, grid.size + 1), np.float32)  # +1 at each row's first bin, -1 at its stop,
+        np.add.at(n.reshape(-1), pair * (grid.size + 1) + first, 1)  # then summed: trials per bin (exact)
+        np.add.at(n.reshape(-1), pair * (grid.size + 1) + stop, -1)
+        n = np.cumsum(n, axis=1, out=n)[:, :-1]
+        none = n == 0
+        np.divide(out, n, out=out, where=~none, dtype=np.float64)  # as xarray divides: in float64
+        out[none] = np.nan
         out = out.reshape(*shape, grid.size)
         return out if grid.size == time.size else out[..., time - t0]
 
