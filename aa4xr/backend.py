@@ -80,13 +80,19 @@ class Layout:
         return rows[keep], cell
 
     def bin(self, stim: np.ndarray, neuron: np.ndarray, trial: np.ndarray, time: np.ndarray,
-            block_bytes: int = 2**25) -> np.ndarray:
+            block_bytes: int = 2**25, out: np.ndarray | None = None) -> np.ndarray:
         """``spike_count[stim, neuron, trial, time]`` for sorted unique positions, float32, NaN-masked.
 
         Filled a run of stimuli at a time (``block_bytes`` of output each), so
-        a large read peaks near its own size.
+        a large read peaks near its own size; into ``out`` when given (a
+        C-contiguous float32 array of the result's shape, e.g. one item's
+        place in a batch).
         """
-        out = np.empty((stim.size, neuron.size, trial.size, time.size), np.float32)
+        shape = (stim.size, neuron.size, trial.size, time.size)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        elif not (out.flags.c_contiguous and out.shape == shape and out.dtype == np.float32):
+            raise ValueError(f"out must be C-contiguous float32 of shape {shape}, got {out.dtype} {out.shape}")
         if not out.size:
             return out
         contiguous = time.size == time[-1] - time[0] + 1

@@ -174,13 +174,34 @@ class TorchDataset(torch.utils.data.Dataset):
             return {**item, "coords": dict(item["coords"])}  # the kept dicts stay as they are
         return self._item(index)
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The items of one batch (a ``DataLoader`` asks for them so).
+
+        Over the ``aa4`` backend array in float32, the batch is binned
+        straight into one NaN-padded ``(B, N, R, T)`` array, of which the
+        items are views, and :func:`collate` takes it as it is instead of
+        copying the items into a new one. Otherwise the items one by one.
+        """
+        binned = isinstance(self._responses, _Binned) and self.dtype == torch.float32 and len(indices) > 0
+        extents = [self._responses.extents[i] for i in indices] if binned else []
+        padded = self._responses.padded(extents) if binned else None
+        if padded is None:
+            return [self[i] for i in indices]
+        response, mask = torch.from_numpy(padded), torch.from_numpy(_mask(padded))
+        items = _PaddedItems(self._item(i, (response[b, :, :r, :t], mask[b, :, :r, :t]))
+                             for b, (i, (_, r, t)) in enumerate(zip(indices, extents)))
+        items.response, items.mask = response, mask
+        return items
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_kept": []}  # views: a worker rebuilds them on its own copy of the buffers
 
-    def _item(self, index: int) -> dict[str, Any]:
-        """Item ``index``, read and converted."""
-        values, mask = self._responses(index)
-        item = {"response": torch.from_numpy(values).to(self.dtype), "mask": torch.from_numpy(mask),
+    def _item(self, index: int, read: tuple[Any, Any] | None = None) -> dict[str, Any]:
+        """Item ``index``, read and converted (or from ``read``, its response and mask tensors)."""
+        if read is None:
+            values, mask = self._responses(index)
+            read = torch.from_numpy(values).to(self.dtype), torch.from_numpy(mask)
+        item = {"response": read[0], "mask": read[1],
                 "coords": {name: labels[index] for name, labels in self._coords.items()}}
         if self.stimulus:
             item["stimulus"] = self._stimulus_of(index)
@@ -229,8 +250,9 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     >>> batch["coords"]["stim_type"]                                # doctest: +SKIP
     ['song', 'call']
     """
-    out = {"response": _pad([item["response"] for item in batch], float("nan")),
-           "mask": _pad([item["mask"] for item in batch], False),
+    padded = isinstance(batch, _PaddedItems)  # binned into one padded array already (__getitems__)
+    out = {"response": batch.response if padded else _pad([item["response"] for item in batch], float("nan")),
+           "mask": batch.mask if padded else _pad([item["mask"] for item in batch], False),
            "length": torch.tensor([item["response"].shape[-1] for item in batch]),
            "coords": {name: [item["coords"][name] for item in batch] for name in batch[0]["coords"]}}
     if "stimulus" in batch[0]:
@@ -438,6 +460,23 @@ class _Binned:
         self.order = None if np.array_equal(self.unique, self.neuron) else order.ravel()
         self.sorted = bool(np.all(np.diff(self.trial) > 0) and np.all(np.diff(self.time) > 0))
 
+    def padded(self, extents: list[_Extent]) -> np.ndarray | None:
+        """Items of these extents binned into one ``(B, N, R, T)`` array, NaN past each item's trials and bins.
+
+        Each item's place is filled by one :meth:`aa4xr.backend.Layout.bin`
+        over the batch's most trials and bins: what lies beyond its own has
+        no row or lies past its window, so it is NaN as padding would be.
+        None when the selection's neurons, trials or bins are out of order.
+        """
+        if not self.sorted or self.order is not None:
+            return None
+        n_trials, n_bins = max(r for _, r, _ in extents), max(t for _, _, t in extents)
+        out = np.empty((len(extents), self.unique.size, n_trials, n_bins), np.float32)
+        for b, (s, _, _) in enumerate(extents):
+            self.array.layout.bin(np.array([s]), self.unique, self.trial[:n_trials], self.time[:n_bins],
+                                  out=out[b:b + 1])
+        return out
+
     def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         s, r, t = self.extents[index]
         if self.sorted:
@@ -446,6 +485,13 @@ class _Binned:
         else:
             values = self.array._getitem((s, self.neuron, self.trial[:r], self.time[:t]))
         return values, _mask(values)
+
+
+class _PaddedItems(list):
+    """Items that are views of one NaN-padded batch, ``response`` and ``mask`` ``(B, N, R, T)`` tensors."""
+
+    response: torch.Tensor
+    mask: torch.Tensor
 
 
 class _Computed:

@@ -449,3 +449,23 @@ def test_epoch_equals_a_histogram_of_the_ground_truth(corpus, how):
         np.testing.assert_array_equal(batch["response"].numpy(), padded)
         np.testing.assert_array_equal(batch["mask"].numpy(), ~np.isnan(padded))
         assert batch["length"].tolist() == [t for _, _, _, t in part]
+
+
+def test_a_lazy_batch_is_binned_into_its_padded_arrays(opened):
+    """A DataLoader's batch of a lazy Dataset is binned straight into the padded arrays collate returns,
+    equal to padding the items read one by one (any order of items); reordered neurons read item by item."""
+    from aa4xr.torch import _PaddedItems
+
+    tds = TorchDataset(opened, stimulus=None)
+    order = [5, 0, 3, len(tds) - 1]
+    items = tds.__getitems__(order)
+    assert isinstance(items, _PaddedItems)
+    batch, one_by_one = collate(items), collate([tds[i] for i in order])
+    assert batch["response"] is items.response  # not copied again
+    np.testing.assert_array_equal(batch["response"].numpy(), one_by_one["response"].numpy())
+    assert torch.equal(batch["mask"], one_by_one["mask"]) and torch.equal(batch["length"], one_by_one["length"])
+    assert batch["coords"] == one_by_one["coords"]
+    for item, i in zip(items, order):
+        np.testing.assert_array_equal(item["response"].numpy(), tds[i]["response"].numpy())
+    reordered = TorchDataset(opened.isel(neuron=np.arange(opened.sizes["neuron"])[::-1]), stimulus=None)
+    assert type(reordered.__getitems__(order)) is list
