@@ -106,7 +106,9 @@ class TorchDataset(torch.utils.data.Dataset):
 
     - a plain selection of :func:`aa4xr.open_aa4`'s lazy array (``sel``,
       ``isel``, slices): the item's cells are binned from the store in one
-      read, without dask;
+      read, without dask. A ``DataLoader`` batch (``__getitems__``, in
+      float32) is binned straight into the NaN-padded arrays
+      :func:`collate` returns, the items being views of them;
     - any other dask array (e.g. after ``ds.where``): its stimulus's slice is
       computed with dask's synchronous scheduler, in the calling process (a
       thread pool only adds overhead to these few small tasks, and one
