@@ -463,26 +463,17 @@ def trial_mean(counts: xr.DataArray, block_bytes: int = 2**24) -> xr.DataArray |
     if counts.chunks is None:
         data = means[(slice(None),) * 3]
     else:
-        per_neuron = max(1, time.size * 4)
-        neuron_block = max(1, min(neuron.size, block_bytes // per_neuron))
-        stim_block = max(1, block_bytes // (neuron_block * per_neuron))
-        chunks = tuple(_even(size, block) for size, block in zip(means.shape, (stim_block, neuron_block, time.size)))
+        from .dataset import _chunks
+
+        per_pair = max(1, time.size * 4)  # result bytes of one (stim, neuron) pair
+        neuron_block = max(1, min(neuron.size, block_bytes // per_pair))
+        stim_block = max(1, block_bytes // (neuron_block * per_pair))
+        chunks = tuple(_chunks(np.array([size]), block)
+                       for size, block in zip(means.shape, (stim_block, neuron_block, max(1, time.size))))
         data = da.from_array(means, chunks=chunks, name="trial-mean-" + tokenize(array.key, *found[1]), lock=False,
                              asarray=False, inline_array=False, meta=np.empty((0, 0, 0), np.float32))
     coords = counts.drop_vars([k for k, v in counts.coords.items() if "trial" in v.dims]).coords
     return xr.DataArray(data, coords=coords, dims=("stim", "neuron", "time"), name=counts.name)
-
-
-def _even(size: int, block: int) -> tuple[int, ...]:
-    """``size`` in chunks of at most ``block``.
-
-    Examples
-    --------
-    >>> _even(5, 2), _even(0, 3)
-    ((2, 2, 1), (0,))
-    """
-    full, rest = divmod(size, max(1, block))
-    return (block,) * full + ((rest,) if rest else ()) or (0,)
 
 
 class _TrialMeans:

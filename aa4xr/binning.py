@@ -201,7 +201,7 @@ def count_block(spike_time: np.ndarray, starts: np.ndarray | None, sizes: np.nda
     cell_first[cell], cell_stop[cell] = first, stop
     _fill_runs(flat, cell_first, cell_stop)
     add_spikes(flat.reshape(-1), spike_time if starts is None else gather(spike_time, starts, sizes), sizes, cell,
-                first, stop, time, dt)
+               first, stop, time, dt)
     return out
 
 

@@ -186,7 +186,7 @@ class TorchDataset(torch.utils.data.Dataset):
         """
         binned = isinstance(self._responses, _Binned) and self.dtype == torch.float32 and len(indices) > 0
         extents = [self._responses.extents[i] for i in indices] if binned else []
-        padded = self._responses.padded(extents) if binned else None
+        padded = self._responses.padded(extents) if extents else None
         if padded is None:
             return [self[i] for i in indices]
         response, mask = torch.from_numpy(padded), torch.from_numpy(_mask(padded))
